@@ -1,0 +1,285 @@
+//! The relay: publishes every event of the log to JetStream, in log order,
+//! exactly once per event id.
+//!
+//! - Only one relay publishes at a time: it holds a session-level advisory
+//!   lock on its own Postgres connection. The others wait as standbys and
+//!   take over when that connection (the leader's process) dies.
+//! - Each event is published on `<prefix>.<category>.<type>` with
+//!   `Nats-Msg-Id = event_id` and `Nats-Expected-Last-Sequence`, so the
+//!   stream refuses anything out of order and drops re-publications inside
+//!   its duplicate window.
+//! - The checkpoint (last acknowledged position) is kept in Postgres. On start
+//!   and after every failure the relay resumes after the larger of the
+//!   checkpoint and the position of the stream's last message (its
+//!   `Callflow-Position` header), so a crash between publish and checkpoint
+//!   does not publish anything twice, whatever the duplicate window.
+
+use std::time::Duration;
+
+use async_nats::jetstream::context::PublishErrorKind;
+use async_nats::jetstream::message::PublishMessage;
+use async_nats::jetstream::stream::Stream;
+use prost::Message as _;
+use tokio::sync::watch;
+use tokio_postgres::Client;
+use tokio_util::sync::CancellationToken;
+
+use kit::bus::Bus;
+use kit::health::Health;
+
+use crate::read::{Criteria, Reader};
+use crate::schema::RELAY_LOCK_KEY;
+
+/// Header carrying an event's global position.
+pub const POSITION_HEADER: &str = "Callflow-Position";
+
+/// Relay settings.
+#[derive(Debug, Clone)]
+pub struct RelayConfig {
+    /// Checkpoint name (one per target stream).
+    pub name: String,
+    /// Events published per round (acks are awaited per round).
+    pub batch: u32,
+}
+
+/// Runs the relay until `shutdown`: waits for leadership, then publishes.
+pub async fn run(
+    database_url: String,
+    config: RelayConfig,
+    bus: Bus,
+    reader: Reader,
+    mut wake: watch::Receiver<u64>,
+    health: Health,
+    shutdown: CancellationToken,
+) {
+    health.set("relay", false);
+    let mut backoff = Duration::from_millis(200);
+    while !shutdown.is_cancelled() {
+        let lease = match kit::db::connect(&database_url).await {
+            Ok(client) => client,
+            Err(error) => {
+                tracing::warn!(%error, "relay cannot reach Postgres");
+                health.set("relay", false);
+                sleep_or_stop(&shutdown, backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+                continue;
+            }
+        };
+        backoff = Duration::from_millis(200);
+        if !try_lead(&lease).await {
+            // Standby: healthy, just not publishing.
+            health.set("relay", true);
+            sleep_or_stop(&shutdown, Duration::from_secs(1)).await;
+            continue;
+        }
+        tracing::info!(relay = %config.name, "relay is the leader");
+        let mut leader = Leader {
+            config: &config,
+            bus: &bus,
+            reader: &reader,
+            lease: &lease,
+            health: &health,
+        };
+        leader.publish_until_lost(&mut wake, &shutdown).await;
+        health.set("relay", false);
+    }
+}
+
+async fn try_lead(lease: &Client) -> bool {
+    match lease
+        .query_one("SELECT pg_try_advisory_lock($1)", &[&RELAY_LOCK_KEY])
+        .await
+    {
+        Ok(row) => row.get(0),
+        Err(_) => false,
+    }
+}
+
+async fn sleep_or_stop(shutdown: &CancellationToken, delay: Duration) {
+    tokio::select! {
+        _ = shutdown.cancelled() => {}
+        _ = tokio::time::sleep(delay) => {}
+    }
+}
+
+struct Leader<'a> {
+    config: &'a RelayConfig,
+    bus: &'a Bus,
+    reader: &'a Reader,
+    lease: &'a Client,
+    health: &'a Health,
+}
+
+/// Where the relay stands: the last position published and the stream
+/// sequence of that message.
+#[derive(Debug, Clone, Copy)]
+struct Cursor {
+    position: u64,
+    sequence: u64,
+}
+
+impl Leader<'_> {
+    /// Publishes until shutdown or until the lease connection is lost.
+    async fn publish_until_lost(
+        &mut self,
+        wake: &mut watch::Receiver<u64>,
+        shutdown: &CancellationToken,
+    ) {
+        let mut backoff = Duration::from_millis(200);
+        let mut cursor: Option<(Stream, Cursor)> = None;
+        while !shutdown.is_cancelled() && !self.lease.is_closed() {
+            let (stream, at) = match cursor.take() {
+                Some(current) => current,
+                None => match self.resume().await {
+                    Ok(resumed) => resumed,
+                    Err(reason) => {
+                        tracing::warn!(%reason, "relay cannot resume; retrying");
+                        self.health.set("relay", false);
+                        sleep_or_stop(shutdown, backoff).await;
+                        backoff = (backoff * 2).min(Duration::from_secs(5));
+                        continue;
+                    }
+                },
+            };
+            // Look at the generation before reading, so a commit that lands
+            // after the read still wakes us.
+            wake.borrow_and_update();
+            match self.publish_round(at).await {
+                Ok(next) => {
+                    self.health.set("relay", true);
+                    backoff = Duration::from_millis(200);
+                    let idle = next.position == at.position;
+                    cursor = Some((stream, next));
+                    if idle {
+                        tokio::select! {
+                            _ = shutdown.cancelled() => {}
+                            _ = wake.changed() => {}
+                        }
+                    }
+                }
+                Err(reason) => {
+                    tracing::warn!(%reason, position = at.position, "relay round failed; resyncing");
+                    self.health.set("relay", false);
+                    sleep_or_stop(shutdown, backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+    }
+
+    /// Finds where to resume: after the checkpoint or after the stream's last
+    /// message, whichever is further.
+    async fn resume(&self) -> Result<(Stream, Cursor), String> {
+        let stream = self.bus.ensure_stream().await.map_err(|e| e.to_string())?;
+        let checkpoint = self
+            .lease
+            .query_opt(
+                "SELECT position FROM eventlog.relay_checkpoint WHERE name = $1",
+                &[&self.config.name],
+            )
+            .await
+            .map_err(|e| e.to_string())?
+            .map_or(0, |row| row.get::<_, i64>(0) as u64);
+        let info = stream.get_info().await.map_err(|e| e.to_string())?;
+        let sequence = info.state.last_sequence;
+        let published = if sequence == 0 {
+            0
+        } else {
+            match stream.get_raw_message(sequence).await {
+                Ok(message) => message
+                    .headers
+                    .get(POSITION_HEADER)
+                    .and_then(|v| v.as_str().parse().ok())
+                    .unwrap_or(0),
+                // Removed by limits or by an operator: trust the checkpoint.
+                Err(_) => 0,
+            }
+        };
+        let position = checkpoint.max(published);
+        tracing::info!(
+            checkpoint,
+            published,
+            sequence,
+            "relay resumes after position {position}"
+        );
+        Ok((stream, Cursor { position, sequence }))
+    }
+
+    /// Publishes the next batch after `at` and records the checkpoint.
+    async fn publish_round(&self, at: Cursor) -> Result<Cursor, String> {
+        let head = self.reader.head().await.map_err(|e| e.to_string())?;
+        metrics::gauge!("callflow_relay_lag_events").set(head.saturating_sub(at.position) as f64);
+        let page = self
+            .reader
+            .page(at.position, head, &Criteria::default(), self.config.batch)
+            .await
+            .map_err(|e| e.to_string())?;
+        if page.events.is_empty() {
+            return Ok(at);
+        }
+        let js = &self.bus.jetstream;
+        let mut acks = Vec::with_capacity(page.events.len());
+        for (offset, event) in page.events.iter().enumerate() {
+            let subject = self.bus.subject(&event.category, &event.r#type);
+            let mut message = PublishMessage::build()
+                .payload(event.encode_to_vec().into())
+                .message_id(&event.event_id)
+                .expected_last_sequence(at.sequence + offset as u64)
+                .header(POSITION_HEADER, event.position.to_string().as_str())
+                .header("Callflow-Type", event.r#type.as_str())
+                .header("Callflow-Stream", event.stream.as_str())
+                .header("Content-Type", "application/protobuf");
+            if let Some(trace) = &event.trace {
+                if !trace.traceparent.is_empty() {
+                    message = message.header("traceparent", trace.traceparent.as_str());
+                }
+                if !trace.tracestate.is_empty() {
+                    message = message.header("tracestate", trace.tracestate.as_str());
+                }
+            }
+            acks.push(
+                js.send_publish(subject, message)
+                    .await
+                    .map_err(|e| e.to_string())?,
+            );
+        }
+        let mut last = at;
+        for (ack, event) in acks.into_iter().zip(&page.events) {
+            match ack.await {
+                Ok(ack) => {
+                    last = Cursor {
+                        position: event.position,
+                        sequence: ack.sequence,
+                    };
+                }
+                Err(error) if error.kind() == PublishErrorKind::WrongLastSequence => {
+                    // Someone else published (a previous leader still
+                    // draining): resync from the stream itself.
+                    self.save_checkpoint(last.position).await?;
+                    return Err(format!("stream moved under the relay: {error}"));
+                }
+                Err(error) => {
+                    self.save_checkpoint(last.position).await?;
+                    return Err(error.to_string());
+                }
+            }
+        }
+        self.save_checkpoint(last.position).await?;
+        metrics::counter!("callflow_relay_published_total").increment(page.events.len() as u64);
+        metrics::gauge!("callflow_relay_position").set(last.position as f64);
+        Ok(last)
+    }
+
+    async fn save_checkpoint(&self, position: u64) -> Result<(), String> {
+        self.lease
+            .execute(
+                "INSERT INTO eventlog.relay_checkpoint (name, position) VALUES ($1, $2)
+                 ON CONFLICT (name) DO UPDATE SET position = excluded.position, updated_at = now()
+                 WHERE relay_checkpoint.position < excluded.position",
+                &[&self.config.name, &(position as i64)],
+            )
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
+}
