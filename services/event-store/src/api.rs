@@ -14,9 +14,9 @@ use uuid::Uuid;
 use kit::events::{is_valid_type, stream_category};
 use kit::proto::eventstore::v1::event_store_server::EventStore;
 use kit::proto::eventstore::v1::{
-    AppendRequest, AppendResponse, ForgetContactRequest, ForgetContactResponse, HeadResponse, ReadAllRequest, ReadAllResponse,
-    ReadStreamRequest, ReadStreamResponse, SubscribeRequest, SubscribeResponse, VerifyRequest,
-    VerifyResponse, expected_version,
+    AppendRequest, AppendResponse, ForgetContactRequest, ForgetContactResponse, HeadResponse,
+    ReadAllRequest, ReadAllResponse, ReadStreamRequest, ReadStreamResponse, SubscribeRequest,
+    SubscribeResponse, VerifyRequest, VerifyResponse, expected_version,
 };
 use kit::store_client::{CURRENT_VERSION_HEADER, Expected, PRODUCER_HEADER};
 
@@ -65,12 +65,16 @@ impl EventStore for Api {
         let mut job = validate_append(request, producer)?;
         for event in job.events.iter_mut() {
             let payload = std::mem::take(&mut event.payload);
-            event.payload = self.privacy.seal(&event.event_type, &job.stream, payload).await.map_err(|e| match e {
-                crate::privacy::PrivacyError::Wire(why) => {
-                    Status::invalid_argument(format!("events[].payload: not a {}: {why}", event.event_type))
-                }
-                other => Status::unavailable(other.to_string()),
-            })?;
+            event.payload =
+                self.privacy
+                    .seal(&event.event_type, &job.stream, payload)
+                    .await
+                    .map_err(|e| match e {
+                        crate::privacy::PrivacyError::Wire(why) => Status::invalid_argument(
+                            format!("events[].payload: not a {}: {why}", event.event_type),
+                        ),
+                        other => Status::unavailable(other.to_string()),
+                    })?;
         }
         let call_trace = span.in_scope(kit::telemetry::current_trace_context);
         for event in job.events.iter_mut().filter(|e| e.traceparent.is_empty()) {
@@ -233,7 +237,9 @@ impl EventStore for Api {
         if requested_by.is_empty() || requested_by.len() > 200 {
             return Err(invalid("requested_by: say who asks (1 to 200 characters)"));
         }
-        if !request.contact_stream.is_empty() && stream_category(&request.contact_stream) != Ok("contact") {
+        if !request.contact_stream.is_empty()
+            && stream_category(&request.contact_stream) != Ok("contact")
+        {
             return Err(invalid("contact_stream: a `contact-…` stream name"));
         }
         let (contact_ref, keys_destroyed) = self
@@ -251,13 +257,18 @@ impl EventStore for Api {
         };
         let event_id = Uuid::new_v4();
         let job = AppendJob {
-            stream: format!("forgotten-{}", &contact_ref[..32]),
-            category: "forgotten".into(),
+            stream: format!(
+                "{}-{}",
+                kit::contacts::FORGOTTEN_CATEGORY,
+                &contact_ref[..32]
+            ),
+            category: kit::contacts::FORGOTTEN_CATEGORY.into(),
             expected: Expected::Any,
             producer,
             events: vec![ValidEvent {
                 event_id,
-                event_type: kit::events::type_of::<kit::proto::events::v1::ContactForgotten>().into(),
+                event_type: kit::events::type_of::<kit::proto::events::v1::ContactForgotten>()
+                    .into(),
                 occurred_at: None,
                 correlation_id: event_id,
                 causation_id: None,
@@ -266,7 +277,11 @@ impl EventStore for Api {
                 payload: prost::Message::encode_to_vec(&payload),
             }],
         };
-        let appended = self.appender.append(job).await.map_err(|e| Status::unavailable(e.to_string()))?;
+        let appended = self
+            .appender
+            .append(job)
+            .await
+            .map_err(|e| Status::unavailable(e.to_string()))?;
         tracing::info!(%contact_ref, keys_destroyed, "contact forgotten");
         Ok(Response::new(ForgetContactResponse {
             contact_ref,

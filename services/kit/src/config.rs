@@ -74,7 +74,12 @@ pub struct Common {
     /// Salt of contact stream names (an HMAC of the number, so the number is
     /// not readable in stream names). Every service of a deployment must
     /// use the same; the default is for development only.
-    #[arg(long = "contact-salt", env = "CALLFLOW_CONTACT_SALT", default_value = "dev-only-contact-salt", hide_env_values = true)]
+    #[arg(
+        long = "contact-salt",
+        env = "CALLFLOW_CONTACT_SALT",
+        default_value = "dev-only-contact-salt",
+        hide_env_values = true
+    )]
     pub contact_salt: String,
 
     /// How long to wait for in-flight work after SIGTERM before giving up

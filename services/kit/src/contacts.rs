@@ -21,6 +21,10 @@ use crate::store_client::EventStoreClient;
 /// store's redaction, and projections blanking their copies).
 pub const FORGOTTEN: &str = "[forgotten]";
 
+/// The category of the streams where `ContactForgotten` is recorded
+/// (`forgotten-<contact ref>`), which projections holding personal data read.
+pub const FORGOTTEN_CATEGORY: &str = "forgotten";
+
 /// The contact streams of one deployment, and reads of them.
 #[derive(Clone)]
 pub struct Contacts {
@@ -30,7 +34,10 @@ pub struct Contacts {
 
 impl Contacts {
     pub fn new(store: EventStoreClient, salt: &str) -> Self {
-        Self { store, salt: salt.to_owned() }
+        Self {
+            store,
+            salt: salt.to_owned(),
+        }
     }
 
     /// The stream of a client.
@@ -48,9 +55,13 @@ impl Contacts {
 /// HMAC-SHA256(salt, E.164 number).
 pub fn contact_stream(salt: &str, phone: &PhoneNumber) -> String {
     use hmac::{Hmac, Mac};
-    let mut mac = <Hmac<sha2::Sha256> as Mac>::new_from_slice(salt.as_bytes()).expect("HMAC takes any key length");
+    let mut mac = <Hmac<sha2::Sha256> as Mac>::new_from_slice(salt.as_bytes())
+        .expect("HMAC takes any key length");
     mac.update(phone.as_str().as_bytes());
-    format!("contact-{}", &hex::encode(mac.finalize().into_bytes())[..32])
+    format!(
+        "contact-{}",
+        &hex::encode(mac.finalize().into_bytes())[..32]
+    )
 }
 
 /// A client, as the log describes them now.

@@ -6,7 +6,8 @@
 //! shutdown ([`shutdown`]), an injectable [`clock`], Postgres connections and
 //! migrations ([`db`]), the NATS JetStream connection ([`bus`]), event helpers
 //! ([`events`]), the event-store client ([`store_client`]), the JetStream
-//! consumer helper ([`consumer`]) and E.164 phone numbers ([`phone`]).
+//! consumer helper ([`consumer`]), rebuildable read models ([`projection`]) and
+//! E.164 phone numbers ([`phone`]).
 
 pub mod bench;
 pub mod bus;
@@ -21,6 +22,7 @@ pub mod health;
 pub mod json;
 pub mod local_time;
 pub mod phone;
+pub mod projection;
 pub mod shutdown;
 pub mod store_client;
 pub mod telemetry;

@@ -1,0 +1,192 @@
+//! The projection of reminder events into `scheduler.reminders`: the timers
+//! and the read model of the gRPC API.
+//!
+//! [`apply`] is the only code that changes a row, and it changes it only when
+//! the event is newer than what the row reflects (its stream version), so the
+//! same event may be applied any number of times, in any of three places:
+//! right after the scheduler appended it (read-your-writes for the API and
+//! the timers), by the projector following the log, and by a rebuild.
+
+use std::time::SystemTime;
+
+use tokio_postgres::{GenericClient, Transaction};
+use uuid::Uuid;
+
+use kit::events::{EventError, decode, from_proto_time, to_system_time};
+use kit::projection::{ApplyError, Projector};
+use kit::proto::events::v1::{
+    Event, ReminderCancelled, ReminderDue, ReminderExpired, ReminderRescheduled, ReminderScheduled,
+};
+use kit::proto::eventstore::v1::Filter;
+
+/// The category of reminder streams.
+pub const CATEGORY: &str = "reminder";
+/// Checkpoint name of the projector.
+const CHECKPOINT: &str = "reminders";
+
+/// Errors of applying events.
+#[derive(Debug, thiserror::Error)]
+pub enum ProjectionError {
+    #[error(transparent)]
+    Postgres(#[from] tokio_postgres::Error),
+    #[error(transparent)]
+    Event(#[from] EventError),
+    #[error("event {0} has no reminder id the projection can use")]
+    BadId(String),
+}
+
+fn time(ts: &Option<prost_types::Timestamp>) -> Option<SystemTime> {
+    ts.as_ref().and_then(from_proto_time).map(to_system_time)
+}
+
+/// The event's correlation id (its own id when it starts a flow).
+fn correlation(event: &Event) -> Uuid {
+    Uuid::parse_str(&event.correlation_id)
+        .or_else(|_| Uuid::parse_str(&event.event_id))
+        .unwrap_or_default()
+}
+
+fn reminder_id(text: &str, event: &Event) -> Result<Uuid, ProjectionError> {
+    Uuid::parse_str(text).map_err(|_| ProjectionError::BadId(event.event_id.clone()))
+}
+
+/// Applies one event of a reminder stream, or a `ContactForgotten` (which
+/// blanks the contact's rows); events of other types are ignored.
+/// `contact_salt` names contact streams (see kit::contacts). Returns whether
+/// a row changed.
+pub async fn apply(
+    db: &impl GenericClient,
+    event: &Event,
+    contact_salt: &str,
+) -> Result<bool, ProjectionError> {
+    let version = event.version as i64;
+    let changed = match event.r#type.as_str() {
+        "ContactForgotten" => {
+            let e: kit::proto::events::v1::ContactForgotten = decode(event)?;
+            db.execute(
+                // The stream name goes too: it is a pseudonym of the number, and
+                // a rebuild (which reads the number redacted) cannot derive it.
+                "UPDATE scheduler.reminders SET phone = $2, text = $2, contact_stream = NULL, updated_at = now()
+                 WHERE contact_stream = $1",
+                &[&e.contact_stream, &kit::contacts::FORGOTTEN],
+            )
+            .await?
+        }
+        "ReminderScheduled" => {
+            let e: ReminderScheduled = decode(event)?;
+            let contact_stream = kit::phone::PhoneNumber::parse(&e.phone, Default::default())
+                .ok()
+                .map(|phone| kit::contacts::contact_stream(contact_salt, &phone));
+            db.execute(
+                "INSERT INTO scheduler.reminders (reminder_id, phone, due_at, time_zone, text, state, source, provider,
+                                                  call_id, scheduled_by, correlation_id, version, contact_stream)
+                 VALUES ($1, $2, $3, $4, $5, 'pending', $6, $7, $8, $9, $10, $11, $12)
+                 ON CONFLICT (reminder_id) DO NOTHING",
+                &[
+                    &reminder_id(&e.reminder_id, event)?, &e.phone, &time(&e.due_at), &e.time_zone, &e.text, &e.source,
+                    &e.provider, &e.call_id, &e.scheduled_by, &correlation(event), &version, &contact_stream,
+                ],
+            )
+            .await?
+        }
+        "ReminderRescheduled" => {
+            let e: ReminderRescheduled = decode(event)?;
+            db.execute(
+                "UPDATE scheduler.reminders SET due_at = $2, version = $3, updated_at = now()
+                 WHERE reminder_id = $1 AND version < $3",
+                &[
+                    &reminder_id(&e.reminder_id, event)?,
+                    &time(&e.due_at),
+                    &version,
+                ],
+            )
+            .await?
+        }
+        "ReminderCancelled" => {
+            let e: ReminderCancelled = decode(event)?;
+            set_state(
+                db,
+                reminder_id(&e.reminder_id, event)?,
+                "cancelled",
+                None,
+                version,
+            )
+            .await?
+        }
+        "ReminderDue" => {
+            let e: ReminderDue = decode(event)?;
+            set_state(
+                db,
+                reminder_id(&e.reminder_id, event)?,
+                "due",
+                Some(e.attempt as i32),
+                version,
+            )
+            .await?
+        }
+        "ReminderExpired" => {
+            let e: ReminderExpired = decode(event)?;
+            set_state(
+                db,
+                reminder_id(&e.reminder_id, event)?,
+                "expired",
+                None,
+                version,
+            )
+            .await?
+        }
+        _ => 0,
+    };
+    Ok(changed > 0)
+}
+
+async fn set_state(
+    db: &impl GenericClient,
+    id: Uuid,
+    state: &str,
+    attempt: Option<i32>,
+    version: i64,
+) -> Result<u64, tokio_postgres::Error> {
+    db.execute(
+        "UPDATE scheduler.reminders SET state = $2, attempt = coalesce($3, attempt), version = $4, updated_at = now()
+         WHERE reminder_id = $1 AND version < $4",
+        &[&id, &state, &attempt, &version],
+    )
+    .await
+}
+
+/// The scheduler's read model as a [`kit::projection::Projector`]: the
+/// projector follows it live, `reminder-scheduler rebuild` replays it.
+pub struct Reminders {
+    /// Names contact streams (see kit::contacts).
+    pub contact_salt: String,
+}
+
+impl Projector for Reminders {
+    fn schema(&self) -> &'static str {
+        crate::SCHEMA
+    }
+
+    fn name(&self) -> &'static str {
+        CHECKPOINT
+    }
+
+    fn filter(&self) -> Filter {
+        Filter {
+            categories: vec![CATEGORY.into(), kit::contacts::FORGOTTEN_CATEGORY.into()],
+            ..Default::default()
+        }
+    }
+
+    fn tables(&self) -> &'static [&'static str] {
+        &["reminders"]
+    }
+
+    async fn apply(&self, tx: &Transaction<'_>, event: &Event) -> Result<(), ApplyError> {
+        match apply(tx, event, &self.contact_salt).await {
+            Ok(_) => Ok(()),
+            Err(ProjectionError::Postgres(error)) => Err(ApplyError::Postgres(error)),
+            Err(other) => Err(ApplyError::Unusable(other.to_string())),
+        }
+    }
+}
