@@ -68,7 +68,9 @@ pub async fn run(common: Common, config: Config, shutdown: CancellationToken) ->
             bus.subject("call", kit::events::type_of::<TranscriptReady>()),
         )
     };
-    let analyzer = Analyzer { contact_salt: common.contact_salt.clone() };
+    let analyzer = Analyzer {
+        contact_salt: common.contact_salt.clone(),
+    };
     consumer::run(bus, store, consumer, Arc::new(analyzer), shutdown).await?;
     Ok(())
 }
@@ -83,13 +85,21 @@ impl Handler for Analyzer {
     async fn handle(&self, input: &Input) -> Result<Vec<Output>, HandleError> {
         let transcript: TranscriptReady =
             decode(&input.event).map_err(|e| HandleError::Reject(e.to_string()))?;
-        Ok(verdict_events(&input.event.stream, &transcript, &self.contact_salt))
+        Ok(verdict_events(
+            &input.event.stream,
+            &transcript,
+            &self.contact_salt,
+        ))
     }
 }
 
 /// The events that record the engine's verdict on `transcript`, appended to
 /// the call's stream `call_stream`.
-pub fn verdict_events(call_stream: &str, transcript: &TranscriptReady, contact_salt: &str) -> Vec<Output> {
+pub fn verdict_events(
+    call_stream: &str,
+    transcript: &TranscriptReady,
+    contact_salt: &str,
+) -> Vec<Output> {
     let turns: Vec<Turn> = transcript
         .turns
         .iter()
@@ -208,9 +218,18 @@ mod tests {
     #[test]
     fn contact_streams_need_an_e164_number() {
         let stream = contact_stream("salt", "+79161234567").unwrap();
-        assert!(stream.starts_with("contact-") && !stream.contains("9161234567"), "{stream}");
-        assert_eq!(contact_stream("salt", "89161234567").as_deref(), Some(stream.as_str()));
-        assert_ne!(contact_stream("other salt", "+79161234567").as_deref(), Some(stream.as_str()));
+        assert!(
+            stream.starts_with("contact-") && !stream.contains("9161234567"),
+            "{stream}"
+        );
+        assert_eq!(
+            contact_stream("salt", "89161234567").as_deref(),
+            Some(stream.as_str())
+        );
+        assert_ne!(
+            contact_stream("other salt", "+79161234567").as_deref(),
+            Some(stream.as_str())
+        );
         assert_eq!(contact_stream("salt", ""), None);
     }
 }

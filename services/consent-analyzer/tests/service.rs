@@ -138,10 +138,16 @@ async fn a_transcript_gets_its_verdict_and_an_opt_out_reaches_the_contact() {
         .await
         .unwrap();
     let opted_out = eventually("an opt-out", Duration::from_secs(60), || async {
-        stream(&store, &kit::contacts::contact_stream(&store.common.contact_salt, &kit::phone::PhoneNumber::parse("+79167654321", Default::default()).unwrap()))
-            .await
-            .into_iter()
-            .next()
+        stream(
+            &store,
+            &kit::contacts::contact_stream(
+                &store.common.contact_salt,
+                &kit::phone::PhoneNumber::parse("+79167654321", Default::default()).unwrap(),
+            ),
+        )
+        .await
+        .into_iter()
+        .next()
     })
     .await;
     let opt_out: ContactOptedOut = decode(&opted_out).unwrap();

@@ -62,9 +62,17 @@ struct Plan {
 
 fn plans() -> HashMap<String, Plan> {
     let pool = kit::proto::descriptors();
-    let personal = pool.get_extension_by_name("callflow.options.v1.personal").expect("options.proto is compiled");
-    let contact = pool.get_extension_by_name("callflow.options.v1.contact").expect("options.proto is compiled");
-    fn holds_personal(message: &MessageDescriptor, personal: &kit::proto::prost_reflect::ExtensionDescriptor, seen: &mut Vec<String>) -> bool {
+    let personal = pool
+        .get_extension_by_name("callflow.options.v1.personal")
+        .expect("options.proto is compiled");
+    let contact = pool
+        .get_extension_by_name("callflow.options.v1.contact")
+        .expect("options.proto is compiled");
+    fn holds_personal(
+        message: &MessageDescriptor,
+        personal: &kit::proto::prost_reflect::ExtensionDescriptor,
+        seen: &mut Vec<String>,
+    ) -> bool {
         if seen.contains(&message.full_name().to_owned()) {
             return false;
         }
@@ -75,7 +83,10 @@ fn plans() -> HashMap<String, Plan> {
         })
     }
     let mut plans = HashMap::new();
-    for message in pool.all_messages().filter(|m| m.package_name() == "callflow.events.v1") {
+    for message in pool
+        .all_messages()
+        .filter(|m| m.package_name() == "callflow.events.v1")
+    {
         let mut plan = Plan::default();
         let mut contacts = Vec::new();
         for field in message.fields() {
@@ -109,7 +120,9 @@ fn plans() -> HashMap<String, Plan> {
 fn read_varint(bytes: &[u8], at: &mut usize) -> Result<u64, PrivacyError> {
     let mut value = 0u64;
     for shift in (0..64).step_by(7) {
-        let byte = *bytes.get(*at).ok_or(PrivacyError::Wire("truncated varint"))?;
+        let byte = *bytes
+            .get(*at)
+            .ok_or(PrivacyError::Wire("truncated varint"))?;
         *at += 1;
         value |= u64::from(byte & 0x7f) << shift;
         if byte & 0x80 == 0 {
@@ -159,7 +172,11 @@ fn records(bytes: &[u8]) -> Result<Vec<Record>, PrivacyError> {
         if at > bytes.len() || number == 0 {
             return Err(PrivacyError::Wire("field runs past the end"));
         }
-        out.push(Record { number, whole: start..at, value });
+        out.push(Record {
+            number,
+            whole: start..at,
+            value,
+        });
     }
     Ok(out)
 }
@@ -202,15 +219,19 @@ fn derive(master: &[u8; 32], purpose: &str) -> [u8; 32] {
 
 /// Parses the master key: 64 hex digits.
 pub fn parse_master_key(text: &str) -> Result<[u8; 32], String> {
-    let bytes = hex::decode(text.trim()).map_err(|_| "EVENT_STORE_MASTER_KEY must be 64 hex digits".to_owned())?;
-    bytes.try_into().map_err(|_| "EVENT_STORE_MASTER_KEY must be 32 bytes (64 hex digits)".to_owned())
+    let bytes = hex::decode(text.trim())
+        .map_err(|_| "EVENT_STORE_MASTER_KEY must be 64 hex digits".to_owned())?;
+    bytes
+        .try_into()
+        .map_err(|_| "EVENT_STORE_MASTER_KEY must be 32 bytes (64 hex digits)".to_owned())
 }
 
 impl Privacy {
     pub fn new(master: &[u8; 32], pool: deadpool_postgres::Pool) -> Self {
         Self {
             plans: plans(),
-            wrap: Aes256Gcm::new_from_slice(&derive(master, "callflow.privacy.wrap")).expect("32-byte key"),
+            wrap: Aes256Gcm::new_from_slice(&derive(master, "callflow.privacy.wrap"))
+                .expect("32-byte key"),
             index_key: derive(master, "callflow.privacy.index"),
             pool,
             sealing: Mutex::new(HashMap::new()),
@@ -226,7 +247,8 @@ impl Privacy {
     /// The reference of a contact (or of `stream:<name>` for events without
     /// one) in the key tables: an HMAC, never the number.
     pub fn contact_ref(&self, contact: &str) -> Vec<u8> {
-        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&self.index_key).expect("HMAC takes any key length");
+        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&self.index_key)
+            .expect("HMAC takes any key length");
         mac.update(contact.as_bytes());
         mac.finalize().into_bytes().to_vec()
     }
@@ -245,7 +267,10 @@ impl Privacy {
             .await
             .map_err(|e| keys(&e))?;
         let (generation, key) = match row {
-            Some(row) => (row.get::<_, i64>(0), self.unwrap_key(contact_ref, row.get::<_, i64>(0), row.get(1))?),
+            Some(row) => (
+                row.get::<_, i64>(0),
+                self.unwrap_key(contact_ref, row.get::<_, i64>(0), row.get(1))?,
+            ),
             None => {
                 let mut key = [0u8; 32];
                 rand::rng().fill_bytes(&mut key);
@@ -262,11 +287,18 @@ impl Privacy {
             }
         };
         let cipher = Arc::new(Aes256Gcm::new_from_slice(&key).expect("32-byte key"));
-        self.sealing.lock().expect("key cache").insert(contact_ref.to_vec(), (generation, cipher.clone()));
+        self.sealing
+            .lock()
+            .expect("key cache")
+            .insert(contact_ref.to_vec(), (generation, cipher.clone()));
         Ok((generation, cipher))
     }
 
-    async fn opening_key(&self, contact_ref: &[u8], generation: i64) -> Result<Option<Cipher>, PrivacyError> {
+    async fn opening_key(
+        &self,
+        contact_ref: &[u8],
+        generation: i64,
+    ) -> Result<Option<Cipher>, PrivacyError> {
         let cache_key = (contact_ref.to_vec(), generation);
         if let Some(known) = self.opening.lock().expect("key cache").get(&cache_key) {
             if known.fetched.elapsed() < KEY_TTL {
@@ -285,14 +317,19 @@ impl Privacy {
         let cipher = match row {
             Some(row) => {
                 let key = self.unwrap_key(contact_ref, generation, row.get(0))?;
-                Some(Arc::new(Aes256Gcm::new_from_slice(&key).expect("32-byte key")))
+                Some(Arc::new(
+                    Aes256Gcm::new_from_slice(&key).expect("32-byte key"),
+                ))
             }
             None => None,
         };
-        self.opening
-            .lock()
-            .expect("key cache")
-            .insert(cache_key, Known { cipher: cipher.clone(), fetched: Instant::now() });
+        self.opening.lock().expect("key cache").insert(
+            cache_key,
+            Known {
+                cipher: cipher.clone(),
+                fetched: Instant::now(),
+            },
+        );
         Ok(cipher)
     }
 
@@ -301,27 +338,60 @@ impl Privacy {
         rand::rng().fill_bytes(&mut nonce);
         let aad = [contact_ref, &generation.to_le_bytes()].concat();
         let mut out = nonce.to_vec();
-        out.extend(self.wrap.encrypt(Nonce::from_slice(&nonce), Payload { msg: key, aad: &aad }).expect("wrapping"));
+        out.extend(
+            self.wrap
+                .encrypt(
+                    Nonce::from_slice(&nonce),
+                    Payload {
+                        msg: key,
+                        aad: &aad,
+                    },
+                )
+                .expect("wrapping"),
+        );
         out
     }
 
-    fn unwrap_key(&self, contact_ref: &[u8], generation: i64, wrapped: Vec<u8>) -> Result<[u8; 32], PrivacyError> {
+    fn unwrap_key(
+        &self,
+        contact_ref: &[u8],
+        generation: i64,
+        wrapped: Vec<u8>,
+    ) -> Result<[u8; 32], PrivacyError> {
         if wrapped.len() < 12 {
             return Err(PrivacyError::Keys("a wrapped key is too short".into()));
         }
         let aad = [contact_ref, &generation.to_le_bytes()].concat();
         let key = self
             .wrap
-            .decrypt(Nonce::from_slice(&wrapped[..12]), Payload { msg: &wrapped[12..], aad: &aad })
-            .map_err(|_| PrivacyError::Keys("a data key does not unwrap: wrong EVENT_STORE_MASTER_KEY?".into()))?;
-        key.try_into().map_err(|_| PrivacyError::Keys("a data key is not 32 bytes".into()))
+            .decrypt(
+                Nonce::from_slice(&wrapped[..12]),
+                Payload {
+                    msg: &wrapped[12..],
+                    aad: &aad,
+                },
+            )
+            .map_err(|_| {
+                PrivacyError::Keys(
+                    "a data key does not unwrap: wrong EVENT_STORE_MASTER_KEY?".into(),
+                )
+            })?;
+        key.try_into()
+            .map_err(|_| PrivacyError::Keys("a data key is not 32 bytes".into()))
     }
 
     /// The payload to store for an event: its personal fields sealed.
     /// Payloads of types without personal fields, and empty ones, are
     /// returned unchanged.
-    pub async fn seal(&self, event_type: &str, stream: &str, payload: Vec<u8>) -> Result<Vec<u8>, PrivacyError> {
-        let Some(plan) = self.plans.get(event_type) else { return Ok(payload) };
+    pub async fn seal(
+        &self,
+        event_type: &str,
+        stream: &str,
+        payload: Vec<u8>,
+    ) -> Result<Vec<u8>, PrivacyError> {
+        let Some(plan) = self.plans.get(event_type) else {
+            return Ok(payload);
+        };
         let records = records(&payload)?;
         if records.iter().any(|r| r.number == SEALED_FIELD) {
             return Err(PrivacyError::Wire("the payload already has a sealed field"));
@@ -337,7 +407,10 @@ impl Privacy {
                     .and_then(|v| std::str::from_utf8(&payload[v]).ok())
                     .filter(|v| !v.is_empty())
             })
-            .map_or_else(|| format!("stream:{stream}"), |phone| format!("contact:{phone}"));
+            .map_or_else(
+                || format!("stream:{stream}"),
+                |phone| format!("contact:{phone}"),
+            );
         let mut kept = Vec::with_capacity(payload.len() + 96);
         let mut secret = Vec::new();
         let mut numbers: Vec<u32> = Vec::new();
@@ -366,7 +439,13 @@ impl Privacy {
         let mut nonce = [0u8; 12];
         rand::rng().fill_bytes(&mut nonce);
         let ciphertext = cipher
-            .encrypt(Nonce::from_slice(&nonce), Payload { msg: &secret, aad: &header })
+            .encrypt(
+                Nonce::from_slice(&nonce),
+                Payload {
+                    msg: &secret,
+                    aad: &header,
+                },
+            )
             .map_err(|_| PrivacyError::Keys("encryption failed".into()))?;
         let mut sealed = header;
         sealed.extend_from_slice(&nonce);
@@ -377,12 +456,17 @@ impl Privacy {
 
     /// Opens the payloads of `events` in place (see [`Privacy::open`]). A
     /// payload that cannot be opened is left sealed, and logged.
-    pub async fn open_all(&self, events: &mut [kit::proto::events::v1::Event]) -> Result<(), PrivacyError> {
+    pub async fn open_all(
+        &self,
+        events: &mut [kit::proto::events::v1::Event],
+    ) -> Result<(), PrivacyError> {
         for event in events {
             match self.open(&event.r#type, &event.payload).await {
                 Ok(Some(opened)) => event.payload = opened,
                 Ok(None) => {}
-                Err(PrivacyError::Wire(why)) => tracing::warn!(event_id = %event.event_id, why, "payload left as stored"),
+                Err(PrivacyError::Wire(why)) => {
+                    tracing::warn!(event_id = %event.event_id, why, "payload left as stored")
+                }
                 Err(other) => return Err(other),
             }
         }
@@ -392,10 +476,19 @@ impl Privacy {
     /// The payload as readers see it: sealed fields restored, or redacted
     /// when the key is gone; `None` when it has no sealed field (it reads as
     /// stored).
-    pub async fn open(&self, event_type: &str, payload: &[u8]) -> Result<Option<Vec<u8>>, PrivacyError> {
+    pub async fn open(
+        &self,
+        event_type: &str,
+        payload: &[u8],
+    ) -> Result<Option<Vec<u8>>, PrivacyError> {
         let records = records(payload)?;
-        let Some(sealed) = records.iter().find(|r| r.number == SEALED_FIELD) else { return Ok(None) };
-        let value = &payload[sealed.value.clone().ok_or(PrivacyError::Wire("sealed field is not bytes"))?];
+        let Some(sealed) = records.iter().find(|r| r.number == SEALED_FIELD) else {
+            return Ok(None);
+        };
+        let value = &payload[sealed
+            .value
+            .clone()
+            .ok_or(PrivacyError::Wire("sealed field is not bytes"))?];
         let bad = || PrivacyError::Wire("sealed field is malformed");
         if value.first() != Some(&1) || value.len() < 2 {
             return Err(bad());
@@ -404,13 +497,31 @@ impl Privacy {
         let mut at = 2;
         let contact_ref = value.get(at..at + ref_len).ok_or_else(bad)?;
         at += ref_len;
-        let generation = i64::from_le_bytes(value.get(at..at + 8).ok_or_else(bad)?.try_into().map_err(|_| bad())?);
+        let generation = i64::from_le_bytes(
+            value
+                .get(at..at + 8)
+                .ok_or_else(bad)?
+                .try_into()
+                .map_err(|_| bad())?,
+        );
         at += 8;
-        let count = u16::from_le_bytes(value.get(at..at + 2).ok_or_else(bad)?.try_into().map_err(|_| bad())?) as usize;
+        let count = u16::from_le_bytes(
+            value
+                .get(at..at + 2)
+                .ok_or_else(bad)?
+                .try_into()
+                .map_err(|_| bad())?,
+        ) as usize;
         at += 2;
         let mut numbers = Vec::with_capacity(count);
         for _ in 0..count {
-            numbers.push(u32::from_le_bytes(value.get(at..at + 4).ok_or_else(bad)?.try_into().map_err(|_| bad())?));
+            numbers.push(u32::from_le_bytes(
+                value
+                    .get(at..at + 4)
+                    .ok_or_else(bad)?
+                    .try_into()
+                    .map_err(|_| bad())?,
+            ));
             at += 4;
         }
         let header = &value[..at];
@@ -423,7 +534,15 @@ impl Privacy {
             }
         }
         let opened = match self.opening_key(contact_ref, generation).await? {
-            Some(cipher) => cipher.decrypt(Nonce::from_slice(nonce), Payload { msg: ciphertext, aad: header }).ok(),
+            Some(cipher) => cipher
+                .decrypt(
+                    Nonce::from_slice(nonce),
+                    Payload {
+                        msg: ciphertext,
+                        aad: header,
+                    },
+                )
+                .ok(),
             None => None,
         };
         match opened {
@@ -443,13 +562,20 @@ impl Privacy {
     /// Destroys every key of `contact` (E.164) and remembers it was
     /// forgotten. Returns the contact's reference and the number of keys
     /// destroyed.
-    pub async fn forget(&self, contact: &str, requested_by: &str) -> Result<(Vec<u8>, u32), PrivacyError> {
+    pub async fn forget(
+        &self,
+        contact: &str,
+        requested_by: &str,
+    ) -> Result<(Vec<u8>, u32), PrivacyError> {
         let contact_ref = self.contact_ref(&format!("contact:{contact}"));
         let keys = |e: &dyn std::fmt::Display| PrivacyError::Keys(e.to_string());
         let mut client = self.pool.get().await.map_err(|e| keys(&e))?;
         let tx = client.transaction().await.map_err(|e| keys(&e))?;
         let destroyed = tx
-            .execute("DELETE FROM eventlog.contact_keys WHERE contact_ref = $1", &[&contact_ref])
+            .execute(
+                "DELETE FROM eventlog.contact_keys WHERE contact_ref = $1",
+                &[&contact_ref],
+            )
             .await
             .map_err(|e| keys(&e))?;
         tx.execute(
@@ -464,7 +590,10 @@ impl Privacy {
         // must not.
         let _ = client.batch_execute("VACUUM eventlog.contact_keys").await;
         self.sealing.lock().expect("key cache").remove(&contact_ref);
-        self.opening.lock().expect("key cache").retain(|(r, _), _| *r != contact_ref);
+        self.opening
+            .lock()
+            .expect("key cache")
+            .retain(|(r, _), _| *r != contact_ref);
         Ok((contact_ref, destroyed as u32))
     }
 }
@@ -477,12 +606,21 @@ mod tests {
     fn the_plans_follow_the_proto_options() {
         let plans = plans();
         let call = &plans["CallCompleted"];
-        assert!(call.sealed.contains(&4) && call.sealed.contains(&5) && call.sealed.contains(&10), "from, to, client_phone");
+        assert!(
+            call.sealed.contains(&4) && call.sealed.contains(&5) && call.sealed.contains(&10),
+            "from, to, client_phone"
+        );
         assert!(!call.sealed.contains(&2), "call_id is not personal");
         assert_eq!(call.contacts, vec![10, 4], "client_phone first, then from");
         let transcript = &plans["TranscriptReady"];
-        assert!(transcript.sealed.contains(&3), "the turns hold personal text");
-        assert!(!transcript.strings.contains(&3), "turns are messages, not strings");
+        assert!(
+            transcript.sealed.contains(&3),
+            "the turns hold personal text"
+        );
+        assert!(
+            !transcript.strings.contains(&3),
+            "turns are messages, not strings"
+        );
         assert!(!plans.contains_key("ReminderCancelled"));
     }
 

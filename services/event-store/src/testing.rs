@@ -43,8 +43,12 @@ pub fn config(relay: bool) -> crate::Config {
 /// A reader of the log at `database_url`, with the test master key.
 pub fn reader(database_url: &str) -> crate::read::Reader {
     let master = crate::privacy::parse_master_key(&config(false).master_key).expect("test key");
-    let privacy = crate::privacy::Privacy::new(&master, kit::db::pool(database_url, 2).expect("pool"));
-    crate::read::Reader::new(kit::db::pool(database_url, 2).expect("pool"), std::sync::Arc::new(privacy))
+    let privacy =
+        crate::privacy::Privacy::new(&master, kit::db::pool(database_url, 2).expect("pool"));
+    crate::read::Reader::new(
+        kit::db::pool(database_url, 2).expect("pool"),
+        std::sync::Arc::new(privacy),
+    )
 }
 
 impl TestStore {

@@ -3,7 +3,9 @@
 //! events, their order and their other fields stay.
 
 use kit::events::{decode, new_event};
-use kit::proto::events::v1::{CallCompleted, ContactProfileUpdated, Event, TranscriptReady, TranscriptTurn};
+use kit::proto::events::v1::{
+    CallCompleted, ContactProfileUpdated, Event, TranscriptReady, TranscriptTurn,
+};
 use kit::proto::eventstore::v1::{ForgetContactRequest, ReadAllRequest};
 use kit::store_client::Expected;
 
@@ -13,7 +15,13 @@ const PHONE: &str = "+79161234567";
 const OTHER: &str = "+79167654321";
 
 async fn everything(store: &TestStore) -> Vec<Event> {
-    let mut stream = store.client.grpc().read_all(ReadAllRequest::default()).await.unwrap().into_inner();
+    let mut stream = store
+        .client
+        .grpc()
+        .read_all(ReadAllRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
     let mut events = Vec::new();
     while let Some(page) = stream.message().await.unwrap() {
         events.extend(page.events);
@@ -25,8 +33,16 @@ async fn everything(store: &TestStore) -> Vec<Event> {
 async fn raw_table(store: &TestStore) -> Vec<u8> {
     let client = store.db.connect().await;
     client.batch_execute("CHECKPOINT").await.unwrap();
-    let path: String = client.query_one("SELECT pg_relation_filepath('eventlog.events')", &[]).await.unwrap().get(0);
-    let mut bytes: Vec<u8> = client.query_one("SELECT pg_read_binary_file($1)", &[&path]).await.unwrap().get(0);
+    let path: String = client
+        .query_one("SELECT pg_relation_filepath('eventlog.events')", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let mut bytes: Vec<u8> = client
+        .query_one("SELECT pg_read_binary_file($1)", &[&path])
+        .await
+        .unwrap()
+        .get(0);
     // And the table's TOAST, where large payloads go.
     let toast: Option<String> = client
         .query_one(
@@ -37,14 +53,20 @@ async fn raw_table(store: &TestStore) -> Vec<u8> {
         .unwrap()
         .get(0);
     if let Some(toast) = toast {
-        let more: Vec<u8> = client.query_one("SELECT pg_read_binary_file($1)", &[&toast]).await.unwrap().get(0);
+        let more: Vec<u8> = client
+            .query_one("SELECT pg_read_binary_file($1)", &[&toast])
+            .await
+            .unwrap()
+            .get(0);
         bytes.extend(more);
     }
     bytes
 }
 
 fn contains(haystack: &[u8], needle: &str) -> bool {
-    haystack.windows(needle.len()).any(|w| w == needle.as_bytes())
+    haystack
+        .windows(needle.len())
+        .any(|w| w == needle.as_bytes())
 }
 
 #[tokio::test]
@@ -62,24 +84,58 @@ async fn a_forgotten_contact_leaves_nothing_readable_and_the_log_still_replays()
         provider: "exolve".into(),
         call_id: "4412".into(),
         client_phone: PHONE.into(),
-        turns: vec![TranscriptTurn { text: "Меня зовут Анна Петровна Соколова".into(), ..Default::default() }],
+        turns: vec![TranscriptTurn {
+            text: "Меня зовут Анна Петровна Соколова".into(),
+            ..Default::default()
+        }],
         ..Default::default()
     };
-    let profile = ContactProfileUpdated { phone: PHONE.into(), name: "Анна Петровна Соколова".into(), time_zone: "Europe/Moscow".into() };
-    let other = CallCompleted { call_id: "4413".into(), client_phone: OTHER.into(), from: OTHER.into(), ..Default::default() };
+    let profile = ContactProfileUpdated {
+        phone: PHONE.into(),
+        name: "Анна Петровна Соколова".into(),
+        time_zone: "Europe/Moscow".into(),
+    };
+    let other = CallCompleted {
+        call_id: "4413".into(),
+        client_phone: OTHER.into(),
+        from: OTHER.into(),
+        ..Default::default()
+    };
     for (stream, event) in [
-        ("call-exolve-4412", new_event(uuid::Uuid::new_v4(), None, &call)),
-        ("call-exolve-4412", new_event(uuid::Uuid::new_v4(), None, &transcript)),
-        ("contact-x1", new_event(uuid::Uuid::new_v4(), None, &profile)),
-        ("call-exolve-4413", new_event(uuid::Uuid::new_v4(), None, &other)),
+        (
+            "call-exolve-4412",
+            new_event(uuid::Uuid::new_v4(), None, &call),
+        ),
+        (
+            "call-exolve-4412",
+            new_event(uuid::Uuid::new_v4(), None, &transcript),
+        ),
+        (
+            "contact-x1",
+            new_event(uuid::Uuid::new_v4(), None, &profile),
+        ),
+        (
+            "call-exolve-4413",
+            new_event(uuid::Uuid::new_v4(), None, &other),
+        ),
     ] {
-        store.client.append(stream, Expected::Any, vec![event]).await.unwrap();
+        store
+            .client
+            .append(stream, Expected::Any, vec![event])
+            .await
+            .unwrap();
     }
 
     // Readers see the data; the disk never holds it in clear.
     let before = everything(&store).await;
-    assert_eq!(decode::<CallCompleted>(&before[0]).unwrap().client_phone, PHONE);
-    assert_eq!(decode::<TranscriptReady>(&before[1]).unwrap().turns[0].text, transcript.turns[0].text);
+    assert_eq!(
+        decode::<CallCompleted>(&before[0]).unwrap().client_phone,
+        PHONE
+    );
+    assert_eq!(
+        decode::<TranscriptReady>(&before[1]).unwrap().turns[0].text,
+        transcript.turns[0].text
+    );
     let disk = raw_table(&store).await;
     for secret in ["9161234567", "Соколова", "Анна"] {
         assert!(!contains(&disk, secret), "`{secret}` is readable on disk");
@@ -102,7 +158,11 @@ async fn a_forgotten_contact_leaves_nothing_readable_and_the_log_still_replays()
     // The log replays: same events, same order; the contact's personal
     // fields read as forgotten, the rest is intact.
     let after = everything(&store).await;
-    assert_eq!(after.len(), before.len() + 1, "only ContactForgotten was added");
+    assert_eq!(
+        after.len(),
+        before.len() + 1,
+        "only ContactForgotten was added"
+    );
     assert_eq!(after.last().unwrap().r#type, "ContactForgotten");
     let call_after: CallCompleted = decode(&after[0]).unwrap();
     assert_eq!(call_after.client_phone, "[forgotten]");
@@ -110,11 +170,24 @@ async fn a_forgotten_contact_leaves_nothing_readable_and_the_log_still_replays()
     assert_eq!(call_after.call_id, "4412");
     assert_eq!(call_after.provider, "exolve");
     let transcript_after: TranscriptReady = decode(&after[1]).unwrap();
-    assert!(transcript_after.turns.is_empty(), "what the client said is gone");
-    assert_eq!(decode::<ContactProfileUpdated>(&after[2]).unwrap().name, "[forgotten]");
-    assert_eq!(decode::<CallCompleted>(&after[3]).unwrap().client_phone, OTHER, "other contacts are untouched");
+    assert!(
+        transcript_after.turns.is_empty(),
+        "what the client said is gone"
+    );
+    assert_eq!(
+        decode::<ContactProfileUpdated>(&after[2]).unwrap().name,
+        "[forgotten]"
+    );
+    assert_eq!(
+        decode::<CallCompleted>(&after[3]).unwrap().client_phone,
+        OTHER,
+        "other contacts are untouched"
+    );
     for (a, b) in before.iter().zip(&after) {
-        assert_eq!((a.position, &a.event_id, &a.stream), (b.position, &b.event_id, &b.stream));
+        assert_eq!(
+            (a.position, &a.event_id, &a.stream),
+            (b.position, &b.event_id, &b.stream)
+        );
     }
 
     // Nothing readable anywhere: not in the table, and no key to decrypt it.
@@ -124,19 +197,51 @@ async fn a_forgotten_contact_leaves_nothing_readable_and_the_log_still_replays()
     }
     let client = store.db.connect().await;
     let keys: i64 = client
-        .query_one("SELECT count(*) FROM eventlog.contact_keys WHERE encode(contact_ref, 'hex') = $1", &[&forgotten.contact_ref])
+        .query_one(
+            "SELECT count(*) FROM eventlog.contact_keys WHERE encode(contact_ref, 'hex') = $1",
+            &[&forgotten.contact_ref],
+        )
         .await
         .unwrap()
         .get(0);
     assert_eq!(keys, 0);
 
     // New events about the same number are readable again (a new key).
-    let again = CallCompleted { call_id: "5000".into(), client_phone: PHONE.into(), ..Default::default() };
-    store.client.append("call-exolve-5000", Expected::Any, vec![new_event(uuid::Uuid::new_v4(), None, &again)]).await.unwrap();
+    let again = CallCompleted {
+        call_id: "5000".into(),
+        client_phone: PHONE.into(),
+        ..Default::default()
+    };
+    store
+        .client
+        .append(
+            "call-exolve-5000",
+            Expected::Any,
+            vec![new_event(uuid::Uuid::new_v4(), None, &again)],
+        )
+        .await
+        .unwrap();
     let latest = everything(&store).await;
-    assert_eq!(decode::<CallCompleted>(latest.last().unwrap()).unwrap().client_phone, PHONE);
-    assert_eq!(decode::<CallCompleted>(&latest[0]).unwrap().client_phone, "[forgotten]", "old ones stay forgotten");
+    assert_eq!(
+        decode::<CallCompleted>(latest.last().unwrap())
+            .unwrap()
+            .client_phone,
+        PHONE
+    );
+    assert_eq!(
+        decode::<CallCompleted>(&latest[0]).unwrap().client_phone,
+        "[forgotten]",
+        "old ones stay forgotten"
+    );
 
-    let bad = store.client.grpc().forget_contact(ForgetContactRequest { phone: "nope".into(), requested_by: "x".into(), ..Default::default() }).await;
+    let bad = store
+        .client
+        .grpc()
+        .forget_contact(ForgetContactRequest {
+            phone: "nope".into(),
+            requested_by: "x".into(),
+            ..Default::default()
+        })
+        .await;
     assert_eq!(bad.unwrap_err().code(), tonic::Code::InvalidArgument);
 }

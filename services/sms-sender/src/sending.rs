@@ -213,7 +213,9 @@ impl Handler for Sender {
             record.append("failed", &failed).await.map_err(retry)?;
             return Ok(Vec::new());
         };
-        let contact = self.contacts.load(&phone)
+        let contact = self
+            .contacts
+            .load(&phone)
             .await
             .map_err(|s| retry(s.message()))?;
         let fail = |reason: String, retryable: bool, attempts: u32| SmsFailed {
