@@ -1,0 +1,465 @@
+//! `callflow demo`: a realistic day played through the whole system, with
+//! the provider simulator, on a clock the demo moves.
+//!
+//! Five calls in Russian and English reach call-ingest as Exolve webhooks
+//! (agreed, declined, agreed with a counter-period, an opt-out, agreed by a
+//! client in New York), one webhook is delivered twice, and Exolve answers
+//! the first SMS with a 5xx. Then the clock moves through the next month,
+//! stopping at each reminder, so "I'll remind you in a month" happens within
+//! a minute, and the demo prints what
+//! became of every call. It exits with an error unless every expectation
+//! held.
+//!
+//! It runs on its own database (`callflow_demo`, recreated each run) and
+//! JetStream stream (`CALLFLOW_DEMO`, subjects `callflow_demo.evt.>`), so it neither
+//! disturbs nor is disturbed by `make run`; the data stays for a look
+//! afterwards.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use jiff::Timestamp;
+use jiff::tz::TimeZone;
+use serde_json::json;
+use tokio_util::sync::CancellationToken;
+
+use kit::clock::TestClock;
+use kit::events::{decode, from_proto_time};
+use kit::proto::events::v1::{
+    ConsentAnalyzed, ConsentDecision, Event, ReminderScheduled, SmsAttemptFailed, SmsRequested,
+    SmsSent,
+};
+use kit::proto::eventstore::v1::{Filter, ReadAllRequest};
+use kit::store_client::EventStoreClient;
+use provider_sim::{Fault, Target};
+
+use crate::{System, UpConfig};
+
+const BUSINESS_NUMBER: &str = "+74951234567";
+const EXOLVE_TOKEN: &str = "demo-exolve-token";
+
+/// One call of the day.
+struct Call {
+    id: &'static str,
+    client: &'static str,
+    dialog: &'static [(&'static str, &'static str)],
+    /// What the analyzer should decide, and when to remind.
+    expect: (ConsentDecision, &'static str, bool),
+}
+
+const DAY: &[Call] = &[
+    Call {
+        id: "1001",
+        client: "89161234567",
+        dialog: &[
+            (
+                "manager",
+                "Добрый день, Анна! Это Ольга из «Окна-Сервис». Замерщик освободится через месяц — напомнить вам?",
+            ),
+            ("client", "Да, давайте, напомните."),
+        ],
+        expect: (ConsentDecision::Agreed, "P1M", false),
+    },
+    Call {
+        id: "1002",
+        client: "+79162223344",
+        dialog: &[
+            (
+                "manager",
+                "Hi, it's Mark from FiberLink. Shall I call you back in a week about the upgrade?",
+            ),
+            ("client", "No thanks, I'm not interested."),
+        ],
+        expect: (ConsentDecision::Declined, "", false),
+    },
+    Call {
+        id: "1003",
+        client: "+79163334455",
+        dialog: &[
+            (
+                "manager",
+                "Здравствуйте! По поводу кухни: напомнить вам через месяц, когда придут образцы?",
+            ),
+            ("client", "Месяц — это долго. Лучше через две недели."),
+        ],
+        expect: (ConsentDecision::Agreed, "P14D", false),
+    },
+    Call {
+        id: "1004",
+        client: "+79164445566",
+        dialog: &[
+            ("manager", "Удобно будет, если я напомню вам через неделю?"),
+            ("client", "Нет. И больше мне не звоните, удалите мой номер."),
+        ],
+        expect: (ConsentDecision::Declined, "", true),
+    },
+    Call {
+        id: "1005",
+        client: "+12125550123",
+        dialog: &[
+            (
+                "manager",
+                "Hi Sam, this is Lisa from Horizon Solar. Can I remind you about the incentive in three weeks?",
+            ),
+            ("client", "Sure, sounds good."),
+        ],
+        expect: (ConsentDecision::Agreed, "P21D", false),
+    },
+];
+
+/// Where the demo's day starts: 10:30 in Moscow.
+const START: &str = "2026-11-24T07:30:00Z";
+
+/// Plays the day on database `callflow_demo` and stream `CALLFLOW_DEMO`;
+/// `Ok` only when every expectation held.
+pub async fn run(config: UpConfig) -> anyhow::Result<()> {
+    run_named(config, "callflow_demo").await
+}
+
+/// Plays the day on database `name` and stream `name` in capitals (tests
+/// use their own names).
+pub async fn run_named(mut config: UpConfig, name: &str) -> anyhow::Result<()> {
+    prepare(&mut config, name).await?;
+    let clock = TestClock::new(START.parse()?);
+    let shutdown = CancellationToken::new();
+    let token = config.common.event_store_token_for("callflow-demo");
+    let system = System::start(config, clock.clone(), shutdown.clone()).await?;
+    let outcome = play(&system, &clock, &token).await;
+    shutdown.cancel();
+    let stopped = system.wait().await;
+    outcome?;
+    stopped
+}
+
+/// Ephemeral ports, demo tokens, a fresh database and stream.
+async fn prepare(config: &mut UpConfig, name: &str) -> anyhow::Result<()> {
+    let any: std::net::SocketAddr = "127.0.0.1:0".parse()?;
+    config.simulator = true;
+    config.provider_sim.addr = any;
+    config.event_store.grpc_addr = any;
+    config.event_store.http_addr = any;
+    config.call_ingest.http_addr = any;
+    config.call_ingest.business_numbers = vec![BUSINESS_NUMBER.into()];
+    config.call_ingest.exolve_token = EXOLVE_TOKEN.into();
+    config.reminder_scheduler.grpc_addr = any;
+    config.reminder_scheduler.http_addr = any;
+    config.reminder_scheduler.poll = Duration::from_millis(100);
+    config.transcription.poll_first = Duration::from_millis(300);
+    config.transcription.poll_max = Duration::from_secs(2);
+    config.sms_sender.http_addr = any;
+    config.sms_sender.retry_base = Duration::from_millis(300);
+    config.sms_sender.retry_max = Duration::from_secs(2);
+    config.sms_sender.quiet_recheck = Duration::from_millis(300);
+    config.sms_sender.status_poll = Duration::from_millis(300);
+    config.notifier.http_addr = any;
+    config.common.jetstream_stream = name.to_uppercase();
+    config.common.subject_prefix = format!("{name}.evt");
+
+    let admin_url = std::env::var("CALLFLOW_TEST_DATABASE_URL")
+        .unwrap_or_else(|_| config.common.database_url.clone());
+    let admin = kit::db::connect(&kit::db::url_with_database(&admin_url, "postgres"))
+        .await
+        .context("connect to Postgres (run `make demo`, which starts it)")?;
+    admin
+        .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+        .await?;
+    admin
+        .batch_execute(&format!("CREATE DATABASE {name}"))
+        .await?;
+    config.common.database_url = kit::db::url_with_database(&admin_url, name);
+    let bus = kit::bus::Bus::connect(&config.common, "callflow-demo").await?;
+    let _ = bus
+        .jetstream
+        .delete_stream(&config.common.jetstream_stream)
+        .await;
+    Ok(())
+}
+
+fn say(text: &str) {
+    println!("\n▶ {text}");
+}
+
+async fn play(system: &System, clock: &TestClock, token: &str) -> anyhow::Result<()> {
+    let sim = system.simulator.clone().context("the simulator runs")?;
+    let a = &system.addresses;
+    let store =
+        EventStoreClient::connect_lazy(&format!("http://{}", a.event_store_grpc), "callflow-demo")?
+            .authenticated(token);
+    let http = reqwest::Client::new();
+    let webhook = format!("http://{}/webhooks/exolve/call-events", a.call_ingest_http);
+    let mut failures: Vec<String> = Vec::new();
+
+    say(&format!(
+        "Transcription switched on for the shop's number {BUSINESS_NUMBER}"
+    ));
+    let mut exolve = kit::exolve::ExolveConfig {
+        url: sim.base_url().to_owned(),
+        key: "sim-exolve-key".into(),
+        timeout: Duration::from_secs(5),
+    };
+    exolve.url = sim.base_url().to_owned();
+    let number = kit::phone::PhoneNumber::parse(BUSINESS_NUMBER, Default::default())?;
+    transcription::numbers::switch(&exolve.client(), &store, &number, true, "demo").await?;
+
+    say("Exolve will answer the first SMS with 503 Service Unavailable");
+    sim.inject(Target::ExolveSendSms, Fault::server_error(503), 1);
+
+    say("A morning of calls (Exolve webhooks b, d, e; transcripts ready after one poll)");
+    for call in DAY {
+        let chunks: Vec<(&str, &str)> = call
+            .dialog
+            .iter()
+            .map(|(who, text)| (if *who == "client" { "1" } else { "2" }, *text))
+            .collect();
+        sim.script_transcript_chunks(call.id, 1, &chunks);
+        for kind in ["b", "d", "e"] {
+            let body = json!({"type": kind, "call_sid": call.id, "from": call.client, "to": BUSINESS_NUMBER,
+                              "date_time": START, "duration": 64000});
+            let response = http
+                .post(&webhook)
+                .bearer_auth(EXOLVE_TOKEN)
+                .json(&body)
+                .send()
+                .await?;
+            if !response.status().is_success() {
+                bail!(
+                    "webhook {kind} of call {} refused: {}",
+                    call.id,
+                    response.text().await?
+                );
+            }
+        }
+        println!("  call {} from {}", call.id, call.client);
+    }
+    let again = http
+        .post(&webhook)
+        .bearer_auth(EXOLVE_TOKEN)
+        .json(&json!({"type": "e", "call_sid": "1001", "from": "89161234567", "to": BUSINESS_NUMBER, "date_time": START}))
+        .send()
+        .await?
+        .json::<serde_json::Value>()
+        .await?;
+    println!(
+        "  Exolve delivers the end of call 1001 again → duplicate: {}",
+        again["duplicate"]
+    );
+    if again["duplicate"] != true {
+        failures.push("the repeated webhook was not recognised".into());
+    }
+
+    let consents = wait_for(&store, "ConsentAnalyzed", DAY.len()).await?;
+    let scheduled = wait_for(&store, "ReminderScheduled", 3).await?;
+    // The clock moves through the next month, stopping just after each
+    // reminder is due (each already placed in its client's daytime).
+    let mut dues: Vec<Timestamp> = scheduled
+        .iter()
+        .filter_map(|e| decode::<ReminderScheduled>(e).ok())
+        .filter_map(|r| r.due_at.as_ref().and_then(from_proto_time))
+        .collect();
+    dues.sort();
+    let start: Timestamp = START.parse()?;
+    for (n, due) in dues.iter().enumerate() {
+        let at = due.checked_add(jiff::SignedDuration::from_mins(2))?;
+        let days = at.duration_since(start).as_hours() / 24;
+        say(&format!("The clock jumps {days} days ahead, to {at}"));
+        clock.set(at);
+        wait_for(&store, "SmsSent", n + 1).await?;
+    }
+    let sent = wait_for(&store, "SmsSent", 3).await?;
+    wait_for(&store, "SmsDelivered", 3).await?;
+    let requested = all_of(&store, "SmsRequested").await?;
+    let attempt_failures = all_of(&store, "SmsAttemptFailed").await?;
+    wait_until(|| sim.telegram_messages().len() >= DAY.len()).await;
+    // Let anything that would go wrong (a second SMS) have its chance.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    say("What became of each call");
+    let by_call: BTreeMap<String, &Event> = consents
+        .iter()
+        .map(|e| {
+            (
+                decode::<ConsentAnalyzed>(e)
+                    .map(|c| c.call_id)
+                    .unwrap_or_default(),
+                e,
+            )
+        })
+        .collect();
+    for call in DAY {
+        let Some(event) = by_call.get(call.id) else {
+            failures.push(format!("call {}: no consent decision", call.id));
+            continue;
+        };
+        let consent: ConsentAnalyzed = decode(event)?;
+        let decision =
+            ConsentDecision::try_from(consent.decision).unwrap_or(ConsentDecision::Unspecified);
+        println!("\n  ☎ call {} — client {}", call.id, consent.client_phone);
+        println!("    client said: «{}»", consent.evidence.join(" / "));
+        println!(
+            "    decision: {} {}{}",
+            decision
+                .as_str_name()
+                .trim_start_matches("CONSENT_DECISION_")
+                .to_lowercase(),
+            if consent.remind_after.is_empty() {
+                String::new()
+            } else {
+                format!("(remind after {}) ", consent.remind_after)
+            },
+            if consent.opt_out { "— OPTED OUT" } else { "" }
+        );
+        let (want, want_after, want_opt_out) = call.expect;
+        if decision != want || consent.remind_after != want_after || consent.opt_out != want_opt_out
+        {
+            failures.push(format!(
+                "call {}: expected {:?} {want_after} opt-out {want_opt_out}, got {:?} {} opt-out {}",
+                call.id, want, decision, consent.remind_after, consent.opt_out
+            ));
+        }
+        let reminder = scheduled
+            .iter()
+            .filter_map(|e| decode::<ReminderScheduled>(e).ok())
+            .find(|r| r.call_id == call.id);
+        match (&reminder, want) {
+            (Some(r), _) => {
+                let due = r
+                    .due_at
+                    .as_ref()
+                    .and_then(from_proto_time)
+                    .unwrap_or(Timestamp::UNIX_EPOCH);
+                let zone = TimeZone::get(&r.time_zone).unwrap_or(TimeZone::UTC);
+                println!(
+                    "    reminder: due {} ({})",
+                    zone.to_datetime(due).strftime("%Y-%m-%d %H:%M"),
+                    r.time_zone
+                );
+                let sms = requested
+                    .iter()
+                    .filter_map(|e| decode::<SmsRequested>(e).ok())
+                    .find(|s| s.reminder_id == r.reminder_id);
+                match sms {
+                    Some(sms) => {
+                        let sent = sent
+                            .iter()
+                            .filter_map(|e| decode::<SmsSent>(e).ok())
+                            .find(|s| s.sms_id == sms.sms_id);
+                        let retries = attempt_failures
+                            .iter()
+                            .filter_map(|e| decode::<SmsAttemptFailed>(e).ok())
+                            .filter(|f| f.sms_id == sms.sms_id)
+                            .count();
+                        println!("    SMS ({} part(s)): «{}»", sms.parts, sms.text);
+                        match sent {
+                            Some(sent) => println!(
+                                "    sent on attempt {} (provider id {}), delivered{}",
+                                sent.attempt,
+                                sent.provider_message_id,
+                                if retries > 0 {
+                                    format!("; {retries} attempt(s) failed before with a 5xx")
+                                } else {
+                                    String::new()
+                                }
+                            ),
+                            None => failures.push(format!("call {}: SMS not sent", call.id)),
+                        }
+                    }
+                    None => failures.push(format!("call {}: no SMS for the reminder", call.id)),
+                }
+            }
+            (None, ConsentDecision::Agreed) => {
+                failures.push(format!("call {}: no reminder", call.id))
+            }
+            (None, _) => println!("    no reminder, no SMS"),
+        }
+    }
+
+    say("At the provider (the simulator)");
+    let at_provider = sim.sms();
+    for sms in &at_provider {
+        println!("  SMS to +{}: {:?}", sms.destination, sms.status);
+    }
+    if at_provider.len() != 3 {
+        failures.push(format!(
+            "expected exactly 3 SMS at the provider, got {}",
+            at_provider.len()
+        ));
+    }
+    if attempt_failures.len() != 1 {
+        failures.push(format!(
+            "expected one failed attempt (the 503), got {}",
+            attempt_failures.len()
+        ));
+    }
+    let chat = sim.telegram_messages();
+    println!(
+        "  managers' Telegram chat got {} message(s), for example:",
+        chat.len()
+    );
+    for message in chat.iter().take(3) {
+        println!("    {}", message.text);
+    }
+    if chat.len() < DAY.len() {
+        failures.push(format!(
+            "expected at least {} chat messages (one per consent), got {}",
+            DAY.len(),
+            chat.len()
+        ));
+    }
+
+    if failures.is_empty() {
+        println!("\n✔ every expectation held");
+        Ok(())
+    } else {
+        for failure in &failures {
+            println!("✘ {failure}");
+        }
+        bail!("{} expectation(s) failed", failures.len())
+    }
+}
+
+async fn all_of(store: &EventStoreClient, event_type: &str) -> anyhow::Result<Vec<Event>> {
+    let filter = Filter {
+        types: vec![event_type.into()],
+        ..Default::default()
+    };
+    let mut stream = store
+        .grpc()
+        .read_all(ReadAllRequest {
+            filter: Some(filter),
+            ..Default::default()
+        })
+        .await?
+        .into_inner();
+    let mut events = Vec::new();
+    while let Some(page) = stream.message().await? {
+        events.extend(page.events);
+    }
+    Ok(events)
+}
+
+/// Waits (at most two minutes) for `n` events of a type.
+async fn wait_for(
+    store: &EventStoreClient,
+    event_type: &str,
+    n: usize,
+) -> anyhow::Result<Vec<Event>> {
+    for _ in 0..1200 {
+        let events = all_of(store, event_type).await?;
+        if events.len() >= n {
+            println!("  … {n} × {event_type}");
+            return Ok(events);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    bail!("waited two minutes for {n} × {event_type}")
+}
+
+async fn wait_until(check: impl Fn() -> bool) {
+    for _ in 0..600 {
+        if check() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
