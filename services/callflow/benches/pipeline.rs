@@ -99,6 +99,8 @@ fn config(db: &TestDb, bus: &TestBus) -> UpConfig {
         any,
         "--notifier-http-addr",
         any,
+        "--analytics-http-addr",
+        any,
     ])
     .expect("bench configuration parses");
     let mut up = args.up;

@@ -243,6 +243,17 @@ pub async fn for_each(
     store: &EventStoreClient,
     filter: &FilterArgs,
     range: &RangeArgs,
+    visit: impl FnMut(Event) -> anyhow::Result<()>,
+) -> anyhow::Result<u64> {
+    for_each_upcast(store, kit::upcast::registry(), filter, range, visit).await
+}
+
+/// [`for_each`] with the given upcasters instead of callflow's registry.
+pub async fn for_each_upcast(
+    store: &EventStoreClient,
+    upcasters: &kit::upcast::Upcasters,
+    filter: &FilterArgs,
+    range: &RangeArgs,
     mut visit: impl FnMut(Event) -> anyhow::Result<()>,
 ) -> anyhow::Result<u64> {
     let request = ReadAllRequest {
@@ -255,7 +266,7 @@ pub async fn for_each(
     let mut last = range.after_position;
     while let Some(page) = stream.message().await? {
         for event in page.events {
-            visit(kit::upcast::registry().upcast(event))?;
+            visit(upcasters.upcast(event))?;
         }
         last = page.checkpoint;
     }

@@ -47,6 +47,8 @@ pub struct UpConfig {
     pub sms_sender: sms_sender::Config,
     #[command(flatten)]
     pub notifier: notifier::Config,
+    #[command(flatten)]
+    pub analytics: analytics::Config,
 }
 
 /// Where a running system serves.
@@ -188,7 +190,14 @@ impl System {
         supervise(
             &tasks,
             "notifier",
-            notifier::run(common, config.notifier.clone(), shutdown.clone()),
+            notifier::run(common.clone(), config.notifier.clone(), shutdown.clone()),
+            &shutdown,
+            &failed,
+        );
+        supervise(
+            &tasks,
+            "analytics",
+            analytics::run(common, config.analytics.clone(), shutdown.clone()),
             &shutdown,
             &failed,
         );
@@ -215,7 +224,11 @@ impl System {
 /// `shutdown`.
 pub async fn up(config: UpConfig, shutdown: CancellationToken) -> anyhow::Result<()> {
     let common = config.common.clone();
-    let (sms_http, notifier_http) = (config.sms_sender.http_addr, config.notifier.http_addr);
+    let (sms_http, notifier_http, analytics_http) = (
+        config.sms_sender.http_addr,
+        config.notifier.http_addr,
+        config.analytics.http_addr,
+    );
     let system = System::start(config, kit::clock::system(), shutdown).await?;
     let a = &system.addresses;
     println!("callflow is up:");
@@ -257,6 +270,9 @@ pub async fn up(config: UpConfig, shutdown: CancellationToken) -> anyhow::Result
         common.subject_prefix
     );
     println!("  notifier                ops http://{notifier_http}/readyz");
+    println!(
+        "  analytics               schema analytics (view analytics.funnel)  ops http://{analytics_http}/readyz"
+    );
     match a.simulator {
         Some(sim) => println!(
             "  provider simulator      http://{sim}  (Exolve, Telegram, Slack, Bitrix24, Voximplant; /_sim/... to script it)"

@@ -73,6 +73,14 @@ pub fn new_event<P: Payload>(
 /// would change every derived id).
 const EVENT_ID_NAMESPACE: Uuid = Uuid::from_u128(0x6c1f_0f35_2bb4_4c41_9a3e_6f1d_7a55_d0c1);
 
+/// The flow an event belongs to: its correlation id, or its own id when it
+/// starts the flow (nil when neither parses).
+pub fn correlation_of(event: &Event) -> Uuid {
+    Uuid::parse_str(&event.correlation_id)
+        .or_else(|_| Uuid::parse_str(&event.event_id))
+        .unwrap_or_default()
+}
+
 /// The id of an event derived from what caused it: the same cause and kind
 /// of output always give the same id, so processing an input twice appends
 /// nothing new (the store is idempotent on event ids).

@@ -39,13 +39,6 @@ fn time(ts: &Option<prost_types::Timestamp>) -> Option<SystemTime> {
     ts.as_ref().and_then(from_proto_time).map(to_system_time)
 }
 
-/// The event's correlation id (its own id when it starts a flow).
-fn correlation(event: &Event) -> Uuid {
-    Uuid::parse_str(&event.correlation_id)
-        .or_else(|_| Uuid::parse_str(&event.event_id))
-        .unwrap_or_default()
-}
-
 fn reminder_id(text: &str, event: &Event) -> Result<Uuid, ProjectionError> {
     Uuid::parse_str(text).map_err(|_| ProjectionError::BadId(event.event_id.clone()))
 }
@@ -84,7 +77,7 @@ pub async fn apply(
                  ON CONFLICT (reminder_id) DO NOTHING",
                 &[
                     &reminder_id(&e.reminder_id, event)?, &e.phone, &time(&e.due_at), &e.time_zone, &e.text, &e.source,
-                    &e.provider, &e.call_id, &e.scheduled_by, &correlation(event), &version, &contact_stream,
+                    &e.provider, &e.call_id, &e.scheduled_by, &kit::events::correlation_of(event), &version, &contact_stream,
                 ],
             )
             .await?
