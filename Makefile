@@ -19,7 +19,7 @@ export RUST_LOG ?= info
 
 BENCH ?=
 
-.PHONY: help services build run demo test bench lint fmt toolchain clean-local
+.PHONY: help services python-client build run demo test bench lint fmt toolchain clean-local
 
 help:
 	@echo "make run    set up Postgres + NATS, build, run every service (callflow up)"
@@ -34,6 +34,11 @@ toolchain:
 services:
 	@infra/local/services.sh
 
+# The Python subscriber the tests play another team with (nats-py and
+# classes generated from proto/, in .local/python); quick when up to date.
+python-client:
+	@tests/python/setup.sh
+
 build: toolchain
 	cargo build --workspace --bins
 
@@ -45,7 +50,7 @@ demo: toolchain services
 	cargo build -p callflow
 	$(LOAD_ENV); RUST_LOG=warn target/debug/callflow demo
 
-test: toolchain services
+test: toolchain services python-client
 	@if cargo nextest --version >/dev/null 2>&1; then \
 	  $(LOAD_ENV); cargo nextest run --workspace --no-fail-fast; \
 	else \
