@@ -14,6 +14,7 @@ LOAD_ENV := set -a; . $(ENV_FILE); set +a
 # Development defaults for `make run` (override in the environment).
 export CALL_INGEST_EXOLVE_TOKEN ?= dev-exolve-token
 export CALL_INGEST_GENERIC_TOKEN ?= dev-generic-token
+export CALL_INGEST_LEADS_TOKEN ?= dev-leads-token
 export CALL_INGEST_BUSINESS_NUMBERS ?= +74951234567
 export RUST_LOG ?= info
 

@@ -55,10 +55,16 @@ async fn replay(store: &TestStore, upcasters: &Upcasters) -> Vec<kit::proto::eve
         ..Default::default()
     };
     let mut events = Vec::new();
-    for_each_upcast(&store.client, upcasters, &filter, &RangeArgs::default(), |event| {
-        events.push(event);
-        Ok(())
-    })
+    for_each_upcast(
+        &store.client,
+        upcasters,
+        &filter,
+        &RangeArgs::default(),
+        |event| {
+            events.push(event);
+            Ok(())
+        },
+    )
     .await
     .unwrap();
     events
@@ -69,9 +75,21 @@ async fn v1_events_replay_as_v2_once_the_upcaster_is_registered() {
     let store = TestStore::start(false).await;
     let v1: Vec<NewEvent> = ["первая", "вторая", "третья"]
         .iter()
-        .map(|text| new_event("NoteV1", NoteV1 { text: (*text).into() }.encode_to_vec()))
+        .map(|text| {
+            new_event(
+                "NoteV1",
+                NoteV1 {
+                    text: (*text).into(),
+                }
+                .encode_to_vec(),
+            )
+        })
         .collect();
-    store.client.append("note-1", Expected::NoStream, v1.clone()).await.unwrap();
+    store
+        .client
+        .append("note-1", Expected::NoStream, v1.clone())
+        .await
+        .unwrap();
 
     // Before v2 exists, replay shows what was written.
     let before = replay(&store, &Upcasters::new()).await;
@@ -87,7 +105,11 @@ async fn v1_events_replay_as_v2_once_the_upcaster_is_registered() {
     };
     store
         .client
-        .append("note-1", Expected::Exact(3), vec![new_event("NoteV2", v2.encode_to_vec())])
+        .append(
+            "note-1",
+            Expected::Exact(3),
+            vec![new_event("NoteV2", v2.encode_to_vec())],
+        )
         .await
         .unwrap();
     let after = replay(&store, &upcasters).await;
@@ -111,10 +133,17 @@ async fn v1_events_replay_as_v2_once_the_upcaster_is_registered() {
     );
     // The envelope is untouched: same ids, positions and versions.
     for (old, new) in before.iter().zip(&after) {
-        assert_eq!((&old.event_id, old.position, old.version), (&new.event_id, new.position, new.version));
+        assert_eq!(
+            (&old.event_id, old.position, old.version),
+            (&new.event_id, new.position, new.version)
+        );
     }
     assert_eq!(
-        after.iter().map(|e| e.event_id.clone()).take(3).collect::<Vec<_>>(),
+        after
+            .iter()
+            .map(|e| e.event_id.clone())
+            .take(3)
+            .collect::<Vec<_>>(),
         v1.iter().map(|e| e.event_id.clone()).collect::<Vec<_>>()
     );
 

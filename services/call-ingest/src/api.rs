@@ -21,7 +21,7 @@ use kit::store_client::{AppendError, Expected};
 use crate::errors::ApiError;
 use crate::exolve::{self, ExolveEvent};
 use crate::fields::Fields;
-use crate::{Call, Ingest, generic, transcripts};
+use crate::{Call, Ingest, generic, leads, transcripts};
 
 /// The answer to an accepted webhook.
 #[derive(Debug, Serialize)]
@@ -50,6 +50,7 @@ pub fn routes(ingest: Arc<Ingest>) -> Router {
             // fit the event store's payload limit.
             post(pushed_transcript).layer(DefaultBodyLimit::max(TRANSCRIPT_BODY_LIMIT)),
         )
+        .route("/webhooks/leads", post(web_lead))
         .layer(DefaultBodyLimit::max(limit))
         .layer(axum::middleware::from_fn(
             move |request, next: axum::middleware::Next| async move {
@@ -111,6 +112,36 @@ async fn generic_call_completed(
     .instrument(span)
     .await;
     answer("generic", result)
+}
+
+async fn web_lead(
+    State(ingest): State<Arc<Ingest>>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let span = webhook_span("lead", &headers);
+    let result = async {
+        let body = read_body(body)?;
+        ingest.settings.leads.check(&headers, &body)?;
+        let lead = leads::parse(&Fields::parse(&body)?)?;
+        ingest.receive_lead(lead).await
+    }
+    .instrument(span)
+    .await;
+    let outcome = match &result {
+        Ok(accepted) if accepted.duplicate => "duplicate",
+        Ok(accepted) => accepted.status,
+        Err(error) => error.code,
+    };
+    metrics::counter!("callflow_ingest_webhooks_total", "webhook" => "lead", "outcome" => outcome)
+        .increment(1);
+    match result {
+        Ok(accepted) => (StatusCode::OK, axum::Json(accepted)).into_response(),
+        Err(error) => {
+            tracing::info!(webhook = "lead", code = error.code, message = %error.message, "webhook refused");
+            error.into_response()
+        }
+    }
 }
 
 /// The span of one webhook, continuing the caller's trace when it sent one.
@@ -229,9 +260,17 @@ impl Ingest {
         &self,
         call: &Call,
     ) -> Result<Vec<kit::proto::events::v1::Event>, ApiError> {
+        self.read_stream(&Self::stream(call)).await
+    }
+
+    /// The events of `stream` so far (none when it does not exist).
+    pub(crate) async fn read_stream(
+        &self,
+        stream: &str,
+    ) -> Result<Vec<kit::proto::events::v1::Event>, ApiError> {
         let mut grpc = self.store.grpc();
         let read = grpc.read_stream(ReadStreamRequest {
-            stream: Self::stream(call),
+            stream: stream.to_owned(),
             from_version: 1,
             max_count: 0,
         });

@@ -2,8 +2,8 @@
 //!
 //! Every request is authenticated ([`auth`]), read field by field
 //! ([`fields`]) as an Exolve call event ([`exolve`]), a generic call
-//! completion ([`generic`]) or a pushed transcript ([`transcripts`]), and
-//! appended to the event log; the answer is 2xx
+//! completion ([`generic`]), a pushed transcript ([`transcripts`]) or a
+//! shop's web lead ([`leads`]), and appended to the event log; the answer is 2xx
 //! only once the event is committed, and a webhook delivered again is
 //! answered 2xx without writing anything new ([`api`]). Bad input gets a JSON
 //! 4xx ([`errors`]) and changes nothing.
@@ -14,6 +14,7 @@ pub mod errors;
 pub mod exolve;
 pub mod fields;
 pub mod generic;
+pub mod leads;
 pub mod transcripts;
 
 use std::net::SocketAddr;
@@ -119,6 +120,26 @@ pub struct Config {
     )]
     pub generic_hmac_secret: String,
 
+    /// Bearer token of the shops' lead webhook (empty: not accepted).
+    #[arg(
+        id = "call_ingest_leads_token",
+        long = "call-ingest-leads-token",
+        env = "CALL_INGEST_LEADS_TOKEN",
+        default_value = "",
+        hide_env_values = true
+    )]
+    pub leads_token: String,
+
+    /// HMAC-SHA256 secret of the shops' lead webhook.
+    #[arg(
+        id = "call_ingest_leads_hmac_secret",
+        long = "call-ingest-leads-hmac-secret",
+        env = "CALL_INGEST_LEADS_HMAC_SECRET",
+        default_value = "",
+        hide_env_values = true
+    )]
+    pub leads_hmac_secret: String,
+
     /// Largest accepted request body, in bytes.
     #[arg(id = "call_ingest_max_body_bytes", long = "call-ingest-max-body", env = "CALL_INGEST_MAX_BODY_BYTES", default_value_t = 64 * 1024)]
     pub max_body_bytes: usize,
@@ -136,6 +157,7 @@ pub struct Settings {
     pub business_numbers: Vec<PhoneNumber>,
     pub exolve: Credentials,
     pub generic: Credentials,
+    pub leads: Credentials,
     pub max_body_bytes: usize,
     pub request_timeout: Duration,
 }
@@ -168,6 +190,10 @@ impl Settings {
             generic: Credentials::new(
                 Some(config.generic_token.clone()),
                 Some(config.generic_hmac_secret.clone()),
+            ),
+            leads: Credentials::new(
+                Some(config.leads_token.clone()),
+                Some(config.leads_hmac_secret.clone()),
             ),
             max_body_bytes: config.max_body_bytes,
             request_timeout: config.request_timeout,
@@ -265,7 +291,7 @@ impl CallIngest {
         let app = api::routes(self.ingest.clone())
             .merge(kit::health::routes(health))
             .fallback(|| async {
-                ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint; webhooks are POST /webhooks/exolve/call-events, /webhooks/generic/call-completed and /webhooks/transcripts")
+                ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint; webhooks are POST /webhooks/exolve/call-events, /webhooks/generic/call-completed, /webhooks/transcripts and /webhooks/leads")
             });
         tracing::info!(addr = %self.http_addr(), "call-ingest serving");
         kit::health::serve_http(self.listener, app, shutdown)

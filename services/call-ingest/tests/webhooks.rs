@@ -10,11 +10,12 @@ use call_ingest::auth::{SIGNATURE_HEADER, sign};
 use event_store::testing::{TestStore, jetstream_events};
 use kit::clock::TestClock;
 use kit::events::decode;
-use kit::proto::events::v1::{CallCompleted, CallDirection};
+use kit::proto::events::v1::{CallCompleted, CallDirection, LeadReceived, LeadRejected};
 use kit::proto::eventstore::v1::ReadStreamRequest;
 
 const TOKEN: &str = "exolve-test-token";
 const SECRET: &str = "generic-test-secret";
+const LEADS_TOKEN: &str = "shop-test-token";
 
 struct Edge {
     store: TestStore,
@@ -39,6 +40,8 @@ fn config() -> call_ingest::Config {
         exolve_hmac_secret: String::new(),
         generic_token: String::new(),
         generic_hmac_secret: SECRET.into(),
+        leads_token: LEADS_TOKEN.into(),
+        leads_hmac_secret: String::new(),
         max_body_bytes: 4096,
         request_timeout: Duration::from_secs(5),
     }
@@ -87,6 +90,21 @@ impl Edge {
             .header(SIGNATURE_HEADER, sign(SECRET, &raw))
             .header("content-type", "application/json")
             .body(raw)
+            .send()
+            .await
+            .unwrap();
+        (
+            response.status().as_u16(),
+            response.json().await.unwrap_or(Value::Null),
+        )
+    }
+
+    async fn lead(&self, body: &Value) -> (u16, Value) {
+        let response = self
+            .http
+            .post(format!("{}/webhooks/leads", self.url))
+            .bearer_auth(LEADS_TOKEN)
+            .json(body)
             .send()
             .await
             .unwrap();
@@ -482,4 +500,109 @@ async fn a_pushed_transcript_is_recorded_once_per_call() {
         .unwrap();
     assert_eq!(unsigned.status(), 401);
     assert_eq!(edge.rows().await, 1);
+}
+
+#[tokio::test]
+async fn a_web_lead_is_recorded_once_per_ref_while_in_progress() {
+    let edge = edge(false).await;
+    let lead = json!({"ref": "c-8812", "site": "shop.example", "name": "Анна", "phone": "8 (916) 123-45-67",
+                      "city": "Владивосток", "time_zone": "Asia/Vladivostok", "partner_id": "cpa-net-7",
+                      "order_id": "100234", "amount": "1990.50"});
+    let (status, first) = edge.lead(&lead).await;
+    assert_eq!(status, 200, "{first}");
+    assert_eq!(first["status"], "received");
+    assert_eq!(first["duplicate"], false);
+    let stream = first["stream"].as_str().unwrap().to_owned();
+    let events = edge.stream(&stream).await;
+    assert_eq!(events.len(), 1);
+    let received: LeadReceived = decode(&events[0]).unwrap();
+    assert_eq!(received.phone, "+79161234567");
+    assert_eq!(received.phone_as_sent, "8 (916) 123-45-67");
+    assert_eq!(received.amount_minor, 199_050);
+    assert_eq!(received.currency, "RUB");
+    assert_eq!(received.time_zone, "Asia/Vladivostok");
+    assert_eq!(received.partner_id, "cpa-net-7");
+    assert_eq!(received.lead_id, first["lead_id"].as_str().unwrap());
+    assert_eq!(events[0].correlation_id, received.lead_id);
+
+    // The same ref again, even with other fields: the lead in progress.
+    let rows = edge.rows().await;
+    let mut again = lead.clone();
+    again["name"] = json!("Анна Петровна");
+    let (status, second) = edge.lead(&again).await;
+    assert_eq!(status, 200);
+    assert_eq!(second["lead_id"], first["lead_id"]);
+    assert_eq!(second["status"], "in_progress");
+    assert_eq!(second["duplicate"], true);
+    assert_eq!(edge.rows().await, rows, "nothing appended");
+
+    // Another site may use the same ref for its own lead.
+    let mut other_site = lead.clone();
+    other_site["site"] = json!("other.example");
+    let (_, other) = edge.lead(&other_site).await;
+    assert_ne!(other["lead_id"], first["lead_id"]);
+}
+
+#[tokio::test]
+async fn a_lead_whose_number_cannot_be_called_ends_rejected_and_its_ref_can_start_again() {
+    let edge = edge(false).await;
+    for (phone, reason) in [
+        ("8916123456789", "phone_too_long"),
+        ("12345", "phone_invalid"),
+        ("8 800 555-35-35", "phone_not_callable"),
+    ] {
+        let body = json!({"ref": format!("r-{reason}"), "site": "shop.example", "name": "Иван", "phone": phone});
+        let (status, answer) = edge.lead(&body).await;
+        assert_eq!(status, 200, "{answer}");
+        assert_eq!(answer["status"], "rejected");
+        assert_eq!(answer["reason"], reason);
+        let events = edge.stream(answer["stream"].as_str().unwrap()).await;
+        let types: Vec<&str> = events.iter().map(|e| e.r#type.as_str()).collect();
+        assert_eq!(types, ["LeadReceived", "LeadRejected"]);
+        let received: LeadReceived = decode(&events[0]).unwrap();
+        assert_eq!(received.phone, "", "no callable number");
+        assert_eq!(received.phone_as_sent, phone);
+        let rejected: LeadRejected = decode(&events[1]).unwrap();
+        assert_eq!(rejected.reason, reason);
+
+        // The rejected lead is over: the ref starts a new lead.
+        let (_, again) = edge.lead(&body).await;
+        assert_eq!(again["status"], "rejected");
+        assert_eq!(again["duplicate"], false);
+        assert_ne!(again["lead_id"], answer["lead_id"]);
+    }
+}
+
+#[tokio::test]
+async fn a_bad_lead_gets_a_4xx_and_changes_nothing() {
+    let edge = edge(false).await;
+    for (body, field) in [
+        (
+            json!({"site": "shop.example", "phone": "89161234567"}),
+            "ref",
+        ),
+        (json!({"ref": "r1", "phone": "89161234567"}), "site"),
+        (json!({"ref": "r1", "site": "shop.example"}), "phone"),
+        (
+            json!({"ref": "r1", "site": "shop.example", "phone": "89161234567", "time_zone": "Moon/Base"}),
+            "time_zone",
+        ),
+        (
+            json!({"ref": "r1", "site": "shop.example", "phone": "89161234567", "amount": "-3"}),
+            "amount",
+        ),
+    ] {
+        let (status, answer) = edge.lead(&body).await;
+        assert_eq!(status, 422, "{body}: {answer}");
+        assert_eq!(answer["error"]["field"], field, "{body}");
+    }
+    let unauthenticated = edge
+        .http
+        .post(format!("{}/webhooks/leads", edge.url))
+        .json(&json!({"ref": "r1", "site": "shop.example", "phone": "89161234567"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unauthenticated.status(), 401);
+    assert_eq!(edge.rows().await, 0);
 }

@@ -162,7 +162,7 @@ pub async fn run(args: EventsArgs) -> anyhow::Result<()> {
             let stdout = std::io::stdout().lock();
             let mut out = BufWriter::new(stdout);
             for_each(&store, &filter, &range, |event| {
-                writeln!(out, "{}", kit::json::event(&event))?;
+                kit::json::write_line(&mut out, &event)?;
                 Ok(())
             })
             .await?;
@@ -263,8 +263,27 @@ pub async fn for_each_upcast(
         batch_size: 2000,
     };
     let mut stream = store.grpc().read_all(request).await?.into_inner();
+    // The next pages are fetched while this one is written: reading and
+    // decoding overlap instead of taking turns.
+    let (pages, mut next) = tokio::sync::mpsc::channel(4);
+    let prefetch = tokio::spawn(async move {
+        loop {
+            let page = stream.message().await.transpose();
+            let end = !matches!(page, Some(Ok(_)));
+            if let Some(page) = page
+                && pages.send(page).await.is_err()
+            {
+                return;
+            }
+            if end {
+                return;
+            }
+        }
+    });
+    let _stop_prefetch = AbortOnDrop(prefetch);
     let mut last = range.after_position;
-    while let Some(page) = stream.message().await? {
+    while let Some(page) = next.recv().await {
+        let page = page?;
         for event in page.events {
             visit(upcasters.upcast(event))?;
         }
@@ -301,6 +320,15 @@ async fn tail(
         out.flush()?;
     }
     Ok(())
+}
+
+/// Aborts a task when dropped (an early return stops the prefetch).
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// The CSV header of `export`.
@@ -351,12 +379,15 @@ fn quote(cell: &str) -> String {
 /// Writes `event` to `out` in `format`.
 pub fn write_event(out: &mut impl Write, event: &Event, format: Format) -> std::io::Result<()> {
     match format {
-        Format::Jsonl => writeln!(out, "{}", kit::json::event(event)),
+        Format::Jsonl => kit::json::write_line(out, event),
         Format::Csv => writeln!(out, "{}", csv_row(event)),
     }
 }
 
-async fn export(
+/// Writes the range to `output` (appending when `append`), with progress on
+/// a terminal; on Ctrl-C the file holds whole lines up to the position it
+/// names for resuming.
+pub async fn export(
     store: &EventStoreClient,
     filter: &FilterArgs,
     range: &RangeArgs,

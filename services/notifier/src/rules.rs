@@ -220,7 +220,7 @@ impl Rules {
 }
 
 /// The rules when no file is given: the managers' Telegram chat hears about
-/// consents, failed SMS and parked messages.
+/// consents, failed SMS, leads that cannot be called and parked messages.
 pub fn defaults(telegram_url: &str, token: &str, chat_id: &str) -> Rules {
     Rules {
         targets: vec![Target {
@@ -236,6 +236,7 @@ pub fn defaults(telegram_url: &str, token: &str, chat_id: &str) -> Rules {
             events: vec![
                 "ConsentAnalyzed".into(),
                 "SmsFailed".into(),
+                "LeadRejected".into(),
                 "DeadLettered".into(),
             ],
             destination: "managers".into(),

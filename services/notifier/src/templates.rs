@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use kit::events::decode;
 use kit::proto::events::v1::{
     CallCompleted, ConsentAnalyzed, ConsentDecision, ContactOptedOut, DeadLettered, Event,
-    ReminderDue, ReminderScheduled, SmsDelivered, SmsFailed, SmsSent, SmsUndelivered,
+    LeadRejected, ReminderDue, ReminderScheduled, SmsDelivered, SmsFailed, SmsSent, SmsUndelivered,
     TranscriptionFailed,
 };
 
@@ -120,6 +120,16 @@ pub fn fields(event: &Event) -> BTreeMap<&'static str, String> {
                 f.insert("reason", e.reason);
             }
         }
+        "LeadRejected" => {
+            if let Ok(e) = decode::<LeadRejected>(event) {
+                f.insert("lead_id", e.lead_id);
+                f.insert("reason", e.reason);
+                f.insert("detail", e.detail);
+                f.insert("site", e.site);
+                f.insert("partner_id", e.partner_id);
+                f.insert("ref", e.r#ref);
+            }
+        }
         "CallCompleted" => {
             if let Ok(e) = decode::<CallCompleted>(event) {
                 f.insert("call_id", e.call_id);
@@ -150,6 +160,9 @@ pub fn default_template(event_type: &str) -> &'static str {
             "Parked by {consumer} after {deliveries} deliveries: {parked_type} {parked_event_id} — {reason}"
         }
         "TranscriptionFailed" => "No transcript for call {call_id}: {reason}",
+        "LeadRejected" => {
+            "Lead {ref} from {site} (partner {partner_id}) will not be called: {detail}. Please handle it by hand."
+        }
         _ => "{type} in {stream} at {occurred_at}",
     }
 }
