@@ -21,7 +21,7 @@ use kit::proto::eventstore::v1::{
 use kit::store_client::{CURRENT_VERSION_HEADER, Expected, PRODUCER_HEADER};
 
 use crate::append::{AppendFailure, AppendJob, Appender, ValidEvent};
-use crate::read::{Criteria, Reader};
+use crate::read::{Criteria, Page, Reader};
 
 /// Most events in one append.
 pub const MAX_BATCH: usize = 1000;
@@ -139,6 +139,29 @@ impl EventStore for Api {
         let reader = self.reader.clone();
         let shutdown = self.shutdown.clone();
         let (tx, rx) = mpsc::channel(2);
+        // Two stages, so that decrypting one page overlaps fetching the
+        // next: the fetcher reads sealed pages, this task opens and sends.
+        let (fetched, mut to_open) = mpsc::channel::<Result<Page, Status>>(2);
+        let opener = reader.clone();
+        tokio::spawn(async move {
+            while let Some(page) = to_open.recv().await {
+                let response = match page {
+                    Ok(mut page) => match opener.open(&mut page).await {
+                        Ok(()) => Ok(ReadAllResponse {
+                            events: page.events,
+                            checkpoint: page.checkpoint,
+                        }),
+                        Err(error) => Err(Status::unavailable(error.to_string())),
+                    },
+                    Err(status) => Err(status),
+                };
+                let failed = response.is_err();
+                if tx.send(response).await.is_err() || failed {
+                    return;
+                }
+            }
+        });
+        let tx = fetched;
         tokio::spawn(async move {
             let head = match reader.head().await {
                 Ok(head) => head,
@@ -153,7 +176,7 @@ impl EventStore for Api {
             };
             let mut after = request.after_position;
             while after < upto && !shutdown.is_cancelled() {
-                let response = match reader.page(after, upto, &criteria, batch).await {
+                let response = match reader.sealed_page(after, upto, &criteria, batch).await {
                     Ok(page) => {
                         after = page.checkpoint;
                         if page.events.is_empty() && after < upto {
@@ -161,10 +184,7 @@ impl EventStore for Api {
                             // without sending an empty message.
                             continue;
                         }
-                        Ok(ReadAllResponse {
-                            events: page.events,
-                            checkpoint: page.checkpoint,
-                        })
+                        Ok(page)
                     }
                     Err(error) => Err(Status::unavailable(error.to_string())),
                 };

@@ -142,8 +142,28 @@ impl Reader {
     }
 
     /// Up to `limit` events matching `criteria` with a position in
-    /// `(after, upto]`, in position order.
+    /// `(after, upto]`, in position order, payloads opened.
     pub async fn page(
+        &self,
+        after: u64,
+        upto: u64,
+        criteria: &Criteria,
+        limit: u32,
+    ) -> Result<Page, ReadError> {
+        let mut page = self.sealed_page(after, upto, criteria, limit).await?;
+        self.open(&mut page).await?;
+        Ok(page)
+    }
+
+    /// Opens the payloads of a page from [`Reader::sealed_page`].
+    pub async fn open(&self, page: &mut Page) -> Result<(), ReadError> {
+        self.privacy.open_all(&mut page.events).await?;
+        Ok(())
+    }
+
+    /// [`Reader::page`] with payloads as stored, for readers that open
+    /// them elsewhere (a long read opens one page while fetching the next).
+    pub async fn sealed_page(
         &self,
         after: u64,
         upto: u64,
@@ -201,9 +221,8 @@ impl Reader {
         let client = self.pool.get().await?;
         let statement = client.prepare_cached(&sql).await?;
         let rows = client.query(&statement, &params).await?;
-        let mut events: Vec<Event> = rows.iter().map(event_from_row).collect();
+        let events: Vec<Event> = rows.iter().map(event_from_row).collect();
         drop(client);
-        self.privacy.open_all(&mut events).await?;
         let checkpoint = if events.len() as i64 == limit_param {
             events.last().map_or(upto, |e| e.position)
         } else {

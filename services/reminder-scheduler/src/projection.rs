@@ -133,6 +133,65 @@ pub async fn apply(
     Ok(changed > 0)
 }
 
+/// A reminder's new state, from an event that fired or expired it.
+pub struct StateChange {
+    id: Uuid,
+    state: &'static str,
+    attempt: Option<i32>,
+    version: i64,
+}
+
+impl StateChange {
+    /// The change a `ReminderDue` or `ReminderExpired` makes.
+    pub fn of_fired(event: &Event) -> Result<Self, ProjectionError> {
+        let version = event.version as i64;
+        match event.r#type.as_str() {
+            "ReminderDue" => {
+                let e: ReminderDue = decode(event)?;
+                Ok(Self {
+                    id: reminder_id(&e.reminder_id, event)?,
+                    state: "due",
+                    attempt: Some(e.attempt as i32),
+                    version,
+                })
+            }
+            "ReminderExpired" => {
+                let e: ReminderExpired = decode(event)?;
+                Ok(Self {
+                    id: reminder_id(&e.reminder_id, event)?,
+                    state: "expired",
+                    attempt: None,
+                    version,
+                })
+            }
+            _ => Err(ProjectionError::BadId(event.event_id.clone())),
+        }
+    }
+}
+
+/// Applies many state changes in one statement, each only where the row is
+/// older than the change (as [`apply`] does one at a time).
+pub async fn set_states(
+    db: &impl GenericClient,
+    changes: &[StateChange],
+) -> Result<u64, tokio_postgres::Error> {
+    if changes.is_empty() {
+        return Ok(0);
+    }
+    let ids: Vec<Uuid> = changes.iter().map(|c| c.id).collect();
+    let states: Vec<&str> = changes.iter().map(|c| c.state).collect();
+    let attempts: Vec<Option<i32>> = changes.iter().map(|c| c.attempt).collect();
+    let versions: Vec<i64> = changes.iter().map(|c| c.version).collect();
+    db.execute(
+        "UPDATE scheduler.reminders r
+            SET state = u.state, attempt = coalesce(u.attempt, r.attempt), version = u.version, updated_at = now()
+           FROM unnest($1::uuid[], $2::text[], $3::int4[], $4::int8[]) AS u(id, state, attempt, version)
+          WHERE r.reminder_id = u.id AND r.version < u.version",
+        &[&ids, &states, &attempts, &versions],
+    )
+    .await
+}
+
 async fn set_state(
     db: &impl GenericClient,
     id: Uuid,

@@ -116,10 +116,13 @@ pub async fn round(
         .filter_map(|event| async move { event })
         .collect()
         .await;
-    for event in &fired {
-        // Only ReminderDue and ReminderExpired come here; neither names a contact.
-        projection::apply(&*tx, event, "").await?;
-    }
+    // One statement for the whole round: a round trip per reminder would
+    // cost more than firing it.
+    let changes: Vec<projection::StateChange> = fired
+        .iter()
+        .map(|event| projection::StateChange::of_fired(event))
+        .collect::<Result<_, _>>()?;
+    projection::set_states(&*tx, &changes).await?;
     tx.commit().await?;
     Ok(fired.len())
 }
