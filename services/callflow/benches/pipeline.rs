@@ -33,8 +33,8 @@
 //! - p50 and p99 latency to each; baseline: the webhook's own round trip
 //!   (POST until 200, `TranscriptReady` committed) in the same run.
 //!
-//! Every service runs with its default settings (consent-analyzer 64
-//! transcripts at once, the scheduler's consent consumer 64); only listen
+//! Every service runs with its default settings (consent-analyzer 8
+//! transcripts at once, the scheduler's consent consumer 16); only listen
 //! addresses and the webhook token are set. Writes
 //! `target/bench/pipeline.json`.
 //!

@@ -31,7 +31,7 @@ pub struct Config {
         id = "consent_analyzer_concurrency",
         long = "consent-analyzer-concurrency",
         env = "CONSENT_ANALYZER_CONCURRENCY",
-        default_value_t = 64
+        default_value_t = 8
     )]
     pub concurrency: usize,
 

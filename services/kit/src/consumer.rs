@@ -64,10 +64,7 @@ impl ConsumerConfig {
         Self {
             name: name.into(),
             filter_subject: filter_subject.into(),
-            // Handlers mostly wait (for the event store's commit, a
-            // provider): enough of them in flight to keep up with a few
-            // hundred messages a second.
-            concurrency: 64,
+            concurrency: 16,
             max_deliveries: 5,
             ack_wait: Duration::from_secs(30),
             backoff_base: Duration::from_millis(500),
