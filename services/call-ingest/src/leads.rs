@@ -146,9 +146,8 @@ pub fn parse(fields: &Fields) -> Result<Lead, ApiError> {
         ));
     }
     let currency = optional_text(fields, "currency", 3)?.to_ascii_uppercase();
-    if !currency.is_empty()
-        && !(currency.len() == 3 && currency.chars().all(|c| c.is_ascii_uppercase()))
-    {
+    let iso_4217 = currency.len() == 3 && currency.chars().all(|c| c.is_ascii_uppercase());
+    if !currency.is_empty() && !iso_4217 {
         return Err(ApiError::invalid(
             "currency",
             "`currency` must be an ISO 4217 code like RUB",

@@ -99,10 +99,10 @@ fn plans() -> HashMap<String, Plan> {
                     plan.strings.insert(field.number());
                 }
             }
-            if let Value::I32(priority) = options.get_extension(&contact).as_ref() {
-                if *priority > 0 {
-                    contacts.push((*priority, field.number()));
-                }
+            if let Value::I32(priority) = options.get_extension(&contact).as_ref()
+                && *priority > 0
+            {
+                contacts.push((*priority, field.number()));
             }
         }
         contacts.sort();
@@ -300,10 +300,10 @@ impl Privacy {
         generation: i64,
     ) -> Result<Option<Cipher>, PrivacyError> {
         let cache_key = (contact_ref.to_vec(), generation);
-        if let Some(known) = self.opening.lock().expect("key cache").get(&cache_key) {
-            if known.fetched.elapsed() < KEY_TTL {
-                return Ok(known.cipher.clone());
-            }
+        if let Some(known) = self.opening.lock().expect("key cache").get(&cache_key)
+            && known.fetched.elapsed() < KEY_TTL
+        {
+            return Ok(known.cipher.clone());
         }
         let keys = |e: &dyn std::fmt::Display| PrivacyError::Keys(e.to_string());
         let client = self.pool.get().await.map_err(|e| keys(&e))?;

@@ -120,7 +120,7 @@ pub async fn round(
     // cost more than firing it.
     let changes: Vec<projection::StateChange> = fired
         .iter()
-        .map(|event| projection::StateChange::of_fired(event))
+        .map(projection::StateChange::of_fired)
         .collect::<Result<_, _>>()?;
     projection::set_states(&*tx, &changes).await?;
     tx.commit().await?;
