@@ -62,10 +62,10 @@ pub enum Error {
     Rebuild(Box<dyn std::error::Error + Send + Sync>),
 }
 
-async fn migrate(common: &Common) -> Result<tokio_postgres::Client, Error> {
+async fn migrate(common: &Common) -> Result<(), Error> {
     let mut client = kit::db::connect(&common.database_url).await?;
     kit::db::migrate(&mut client, SCHEMA, MIGRATIONS).await?;
-    Ok(client)
+    Ok(())
 }
 
 fn store(common: &Common) -> Result<kit::store_client::EventStoreClient, Error> {
@@ -103,8 +103,9 @@ pub async fn run(common: Common, config: Config, shutdown: CancellationToken) ->
 /// Drops the read model and replays it from the log (see
 /// [`kit::projection::rebuild`]); safe while the projector runs.
 pub async fn rebuild(common: &Common) -> Result<kit::projection::Rebuilt, Error> {
-    let mut client = migrate(common).await?;
-    kit::projection::rebuild(&mut client, &store(common)?, &projection::ReadModel)
+    migrate(common).await?;
+    let pool = kit::db::pool(&common.database_url, 1)?;
+    kit::projection::rebuild(&pool, &store(common)?, &projection::ReadModel)
         .await
         .map_err(Error::Rebuild)
 }

@@ -7,7 +7,8 @@
 
 use std::time::SystemTime;
 
-use tokio_postgres::Transaction;
+use deadpool_postgres::Transaction;
+use tokio_postgres::types::ToSql;
 
 use kit::events::{decode, from_proto_time, to_system_time};
 use kit::projection::{ApplyError, Projector};
@@ -47,51 +48,53 @@ fn kind(value: i32) -> Option<&'static str> {
     }
 }
 
-/// Sets `columns` of the call's row (created when missing) to `values`.
+/// One statement per call event: sets `columns` of the call's row (created
+/// when missing) to the first values, and `fills` to the values after them
+/// only where the row has none yet (pushed transcripts come without a
+/// CallStarted, so their start time fills in until a telephony event says).
 async fn upsert_call(
     tx: &Transaction<'_>,
     provider: &str,
     call_id: &str,
-    assignments: &str,
-    values: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+    columns: &[&str],
+    fills: &[&str],
+    values: &[&(dyn ToSql + Sync)],
 ) -> Result<(), ApplyError> {
     if provider.is_empty() || call_id.is_empty() {
         return Err(ApplyError::Unusable("no provider or call id".into()));
     }
-    let columns: Vec<&str> = assignments.split(',').map(str::trim).collect();
-    let placeholders: Vec<String> = (3..3 + columns.len()).map(|n| format!("${n}")).collect();
+    let all: Vec<&str> = columns.iter().chain(fills).copied().collect();
+    let placeholders: Vec<String> = (3..3 + all.len()).map(|n| format!("${n}")).collect();
     let updates: Vec<String> = columns
         .iter()
         .map(|c| format!("{c} = EXCLUDED.{c}"))
+        .chain(
+            fills
+                .iter()
+                .map(|c| format!("{c} = coalesce(calls.{c}, EXCLUDED.{c})")),
+        )
         .collect();
     let sql = format!(
-        "INSERT INTO analytics.calls (provider, call_id, {}) VALUES ($1, $2, {})
+        "INSERT INTO analytics.calls AS calls (provider, call_id, {}) VALUES ($1, $2, {})
          ON CONFLICT (provider, call_id) DO UPDATE SET {}",
-        columns.join(", "),
+        all.join(", "),
         placeholders.join(", "),
         updates.join(", ")
     );
-    let mut params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = vec![&provider, &call_id];
+    let mut params: Vec<&(dyn ToSql + Sync)> = vec![&provider, &call_id];
     params.extend_from_slice(values);
-    tx.execute(&sql, &params).await?;
+    execute(tx, &sql, &params).await?;
     Ok(())
 }
 
-/// Fills the call's start time when no telephony event gave it (pushed
-/// transcripts come without a CallStarted).
-async fn call_started_if_unknown(
+/// Runs `sql` as a statement prepared once per connection.
+async fn execute(
     tx: &Transaction<'_>,
-    provider: &str,
-    call_id: &str,
-    started_at: Option<SystemTime>,
-) -> Result<(), ApplyError> {
-    tx.execute(
-        "UPDATE analytics.calls SET started_at = $3
-         WHERE provider = $1 AND call_id = $2 AND started_at IS NULL",
-        &[&provider, &call_id, &started_at],
-    )
-    .await?;
-    Ok(())
+    sql: &str,
+    params: &[&(dyn ToSql + Sync)],
+) -> Result<u64, tokio_postgres::Error> {
+    let statement = tx.prepare_cached(sql).await?;
+    tx.execute(&statement, params).await
 }
 
 impl Projector for ReadModel {
@@ -124,7 +127,8 @@ impl Projector for ReadModel {
                     tx,
                     &e.provider,
                     &e.call_id,
-                    "started_at, correlation_id",
+                    &["started_at", "correlation_id"],
+                    &[],
                     &[&time(&e.started_at), &correlation],
                 )
                 .await
@@ -138,11 +142,16 @@ impl Projector for ReadModel {
                     tx,
                     &e.provider,
                     &e.call_id,
-                    "completed_at, duration_seconds, manager_id",
-                    &[&recorded(event), &duration, &e.manager_id],
+                    &["completed_at", "duration_seconds", "manager_id"],
+                    &["started_at"],
+                    &[
+                        &recorded(event),
+                        &duration,
+                        &e.manager_id,
+                        &time(&e.started_at),
+                    ],
                 )
-                .await?;
-                call_started_if_unknown(tx, &e.provider, &e.call_id, time(&e.started_at)).await
+                .await
             }
             "TranscriptReady" => {
                 let e: TranscriptReady = decode(event)?;
@@ -150,11 +159,11 @@ impl Projector for ReadModel {
                     tx,
                     &e.provider,
                     &e.call_id,
-                    "transcribed_at, language",
-                    &[&recorded(event), &e.language],
+                    &["transcribed_at", "language"],
+                    &["started_at"],
+                    &[&recorded(event), &e.language, &time(&e.call_started_at)],
                 )
-                .await?;
-                call_started_if_unknown(tx, &e.provider, &e.call_id, time(&e.call_started_at)).await
+                .await
             }
             "TranscriptionFailed" => {
                 let e: TranscriptionFailed = decode(event)?;
@@ -162,7 +171,8 @@ impl Projector for ReadModel {
                     tx,
                     &e.provider,
                     &e.call_id,
-                    "transcription_failed_at, transcription_failure",
+                    &["transcription_failed_at", "transcription_failure"],
+                    &[],
                     &[&recorded(event), &e.reason],
                 )
                 .await
@@ -174,7 +184,15 @@ impl Projector for ReadModel {
                     tx,
                     &e.provider,
                     &e.call_id,
-                    "analyzed_at, consent_decision, remind_after, opted_out, consent_confidence, analyzer_version",
+                    &[
+                        "analyzed_at",
+                        "consent_decision",
+                        "remind_after",
+                        "opted_out",
+                        "consent_confidence",
+                        "analyzer_version",
+                    ],
+                    &["started_at"],
                     &[
                         &recorded(event),
                         &decision(e.decision),
@@ -182,10 +200,10 @@ impl Projector for ReadModel {
                         &e.opt_out,
                         &e.confidence,
                         &e.analyzer_version,
+                        &time(&e.call_started_at),
                     ],
                 )
-                .await?;
-                call_started_if_unknown(tx, &e.provider, &e.call_id, time(&e.call_started_at)).await
+                .await
             }
             "ReminderScheduled" => {
                 let e: ReminderScheduled = decode(event)?;
@@ -194,7 +212,8 @@ impl Projector for ReadModel {
                 } else {
                     (Some(e.provider.as_str()), Some(e.call_id.as_str()))
                 };
-                tx.execute(
+                execute(
+                    tx,
                     "INSERT INTO analytics.reminders (reminder_id, provider, call_id, source, scheduled_at, due_at,
                                                       time_zone, state, version)
                      VALUES ($1, $2, $3, $4, $5, $6, $7, 'pending', $8)
@@ -254,7 +273,8 @@ impl Projector for ReadModel {
             "SmsRequested" => {
                 let e: SmsRequested = decode(event)?;
                 let reminder_id = (!e.reminder_id.is_empty()).then_some(e.reminder_id.as_str());
-                tx.execute(
+                execute(
+                    tx,
                     "INSERT INTO analytics.sms (sms_id, reminder_id, status, kind, parts, requested_at, version)
                      VALUES ($1, $2, 'requested', $3, $4, $5, $6)
                      ON CONFLICT (sms_id) DO NOTHING",
@@ -328,9 +348,10 @@ async fn reminder(
     reminder_id: &str,
     version: i64,
     assignments: &str,
-    value: &(dyn tokio_postgres::types::ToSql + Sync),
+    value: &(dyn ToSql + Sync),
 ) -> Result<(), ApplyError> {
-    tx.execute(
+    execute(
+        tx,
         &format!(
             "UPDATE analytics.reminders SET {assignments}, version = $2
              WHERE reminder_id = $1 AND version < $2"
@@ -347,11 +368,12 @@ async fn sms(
     sms_id: &str,
     version: i64,
     assignments: &str,
-    values: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+    values: &[&(dyn ToSql + Sync)],
 ) -> Result<(), ApplyError> {
-    let mut params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = vec![&sms_id, &version];
+    let mut params: Vec<&(dyn ToSql + Sync)> = vec![&sms_id, &version];
     params.extend_from_slice(values);
-    tx.execute(
+    execute(
+        tx,
         &format!(
             "UPDATE analytics.sms SET {assignments}, version = $2
              WHERE sms_id = $1 AND version < $2"

@@ -330,13 +330,14 @@ pub async fn run(
 pub async fn rebuild(common: &Common) -> Result<kit::projection::Rebuilt, Error> {
     let mut client = kit::db::connect(&common.database_url).await?;
     kit::db::migrate(&mut client, SCHEMA, MIGRATIONS).await?;
+    let pool = kit::db::pool(&common.database_url, 1)?;
     let store = common
         .event_store(NAME)
         .map_err(|e| Error::Config(format!("EVENT_STORE_URL: {e}")))?;
     let projector = projection::Reminders {
         contact_salt: common.contact_salt.clone(),
     };
-    kit::projection::rebuild(&mut client, &store, &projector)
+    kit::projection::rebuild(&pool, &store, &projector)
         .await
         .map_err(Error::Rebuild)
 }

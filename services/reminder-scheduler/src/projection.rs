@@ -9,7 +9,8 @@
 
 use std::time::SystemTime;
 
-use tokio_postgres::{GenericClient, Transaction};
+use deadpool_postgres::Transaction;
+use tokio_postgres::GenericClient;
 use uuid::Uuid;
 
 use kit::events::{EventError, decode, from_proto_time, to_system_time};
@@ -235,7 +236,7 @@ impl Projector for Reminders {
     }
 
     async fn apply(&self, tx: &Transaction<'_>, event: &Event) -> Result<(), ApplyError> {
-        match apply(tx, event, &self.contact_salt).await {
+        match apply(&**tx, event, &self.contact_salt).await {
             Ok(_) => Ok(()),
             Err(ProjectionError::Postgres(error)) => Err(ApplyError::Postgres(error)),
             Err(other) => Err(ApplyError::Unusable(other.to_string())),
