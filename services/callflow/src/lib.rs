@@ -250,6 +250,10 @@ pub async fn up(config: UpConfig, shutdown: CancellationToken) -> anyhow::Result
         a.call_ingest_http
     );
     println!(
+        "                          http://{}/webhooks/leads",
+        a.call_ingest_http
+    );
+    println!(
         "  call-ingest ops         http://{}/readyz  /metrics",
         a.call_ingest_http
     );
