@@ -62,7 +62,8 @@ pub enum Error {
     Rebuild(Box<dyn std::error::Error + Send + Sync>),
 }
 
-async fn migrate(common: &Common) -> Result<(), Error> {
+/// Creates or updates the `analytics` schema (run also does it first).
+pub async fn migrate(common: &Common) -> Result<(), Error> {
     let mut client = kit::db::connect(&common.database_url).await?;
     kit::db::migrate(&mut client, SCHEMA, MIGRATIONS).await?;
     Ok(())

@@ -273,6 +273,9 @@ async fn a_day_becomes_rows_and_a_funnel_and_rebuilds_to_the_same_state() {
     let config = analytics::Config {
         http_addr: "127.0.0.1:0".parse().unwrap(),
     };
+    // The schema exists before anything reads it (run migrates too, but
+    // in its own task).
+    analytics::migrate(&common).await.unwrap();
     let stop = CancellationToken::new();
     let projector = tokio::spawn(analytics::run(common.clone(), config, stop.clone()));
     play_a_day(&store).await;
