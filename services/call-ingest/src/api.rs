@@ -133,15 +133,7 @@ async fn web_lead(
         Ok(accepted) => accepted.status,
         Err(error) => error.code,
     };
-    metrics::counter!("callflow_ingest_webhooks_total", "webhook" => "lead", "outcome" => outcome)
-        .increment(1);
-    match result {
-        Ok(accepted) => (StatusCode::OK, axum::Json(accepted)).into_response(),
-        Err(error) => {
-            tracing::info!(webhook = "lead", code = error.code, message = %error.message, "webhook refused");
-            error.into_response()
-        }
-    }
+    respond("lead", outcome, result)
 }
 
 /// The span of one webhook, continuing the caller's trace when it sent one.
@@ -203,6 +195,16 @@ fn answer(webhook: &'static str, result: Result<Accepted, ApiError>) -> Response
         Ok(_) => "recorded",
         Err(e) => e.code,
     };
+    respond(webhook, outcome, result)
+}
+
+/// Counts the webhook's outcome and answers: 200 with the body, or the
+/// error's JSON.
+fn respond<T: Serialize>(
+    webhook: &'static str,
+    outcome: &'static str,
+    result: Result<T, ApiError>,
+) -> Response {
     metrics::counter!("callflow_ingest_webhooks_total", "webhook" => webhook, "outcome" => outcome)
         .increment(1);
     match result {
@@ -230,29 +232,40 @@ impl Ingest {
         event.correlation_id =
             derive_event_id(&format!("{}:{}", call.provider, call.call_id), "call").to_string();
         event.trace = Some(kit::telemetry::current_trace_context());
-        let append = self.store.append(&stream, Expected::Any, vec![event]);
-        let appended = match tokio::time::timeout(self.settings.request_timeout, append).await {
-            Ok(Ok(appended)) => appended,
-            Ok(Err(AppendError::Invalid(message))) => {
-                return Err(ApiError::invalid("call", message));
-            }
-            Ok(Err(error)) => {
-                return Err(ApiError::unavailable(format!(
-                    "not recorded, retry: {error}"
-                )));
-            }
-            Err(_) => {
-                return Err(ApiError::unavailable(
-                    "not recorded in time, retry (retries are safe)",
-                ));
-            }
-        };
+        let appended = self
+            .append_in_time(&stream, Expected::Any, vec![event], "call")
+            .await?
+            .ok_or_else(|| ApiError::unavailable("not recorded, retry"))?;
         Ok(Accepted {
             event_id: event_id.to_string(),
             stream,
             position: appended.positions.first().copied().unwrap_or_default(),
             duplicate: appended.duplicate,
         })
+    }
+
+    /// Appends within the request's deadline; `None` when the stream is not
+    /// at `expected`. A refused event is a 422 on `field`, anything else a
+    /// 503 (retrying is safe: event ids are derived).
+    pub(crate) async fn append_in_time(
+        &self,
+        stream: &str,
+        expected: Expected,
+        events: Vec<kit::proto::eventstore::v1::NewEvent>,
+        field: &str,
+    ) -> Result<Option<kit::proto::eventstore::v1::AppendResponse>, ApiError> {
+        let append = self.store.append(stream, expected, events);
+        match tokio::time::timeout(self.settings.request_timeout, append).await {
+            Ok(Ok(appended)) => Ok(Some(appended)),
+            Ok(Err(AppendError::WrongExpectedVersion { .. })) => Ok(None),
+            Ok(Err(AppendError::Invalid(message))) => Err(ApiError::invalid(field, message)),
+            Ok(Err(error)) => Err(ApiError::unavailable(format!(
+                "not recorded, retry: {error}"
+            ))),
+            Err(_) => Err(ApiError::unavailable(
+                "not recorded in time, retry (retries are safe)",
+            )),
+        }
     }
 
     /// The call's events so far.

@@ -27,7 +27,7 @@ use uuid::Uuid;
 use kit::events::{derive_event_id, new_event};
 use kit::phone::{DefaultRegion, LineKind, PhoneNumber};
 use kit::proto::events::v1::{Event, LeadReceived, LeadRejected};
-use kit::store_client::{AppendError, Expected};
+use kit::store_client::Expected;
 
 use crate::Ingest;
 use crate::errors::ApiError;
@@ -287,32 +287,18 @@ impl Ingest {
             event.correlation_id = cause.clone();
             event.trace = Some(kit::telemetry::current_trace_context());
         }
-        let append = self.store.append(&stream, Expected::NoStream, events);
-        let appended = match tokio::time::timeout(self.settings.request_timeout, append).await {
-            Ok(Ok(appended)) => appended,
+        let Some(appended) = self
+            .append_in_time(&stream, Expected::NoStream, events, "lead")
+            .await?
+        else {
             // Another request for the same ref won the race: it is the lead.
-            Ok(Err(AppendError::WrongExpectedVersion { .. })) => {
-                return Ok(LeadAccepted {
-                    lead_id: cause,
-                    stream,
-                    status: "in_progress",
-                    reason: None,
-                    duplicate: true,
-                });
-            }
-            Ok(Err(AppendError::Invalid(message))) => {
-                return Err(ApiError::invalid("lead", message));
-            }
-            Ok(Err(error)) => {
-                return Err(ApiError::unavailable(format!(
-                    "not recorded, retry: {error}"
-                )));
-            }
-            Err(_) => {
-                return Err(ApiError::unavailable(
-                    "not recorded in time, retry (retries are safe)",
-                ));
-            }
+            return Ok(LeadAccepted {
+                lead_id: cause,
+                stream,
+                status: "in_progress",
+                reason: None,
+                duplicate: true,
+            });
         };
         Ok(LeadAccepted {
             lead_id: cause,

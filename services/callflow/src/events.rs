@@ -311,11 +311,7 @@ async fn tail(
     let mut out = std::io::stdout().lock();
     while let Some(message) = stream.next().await {
         for event in message?.events {
-            writeln!(
-                out,
-                "{}",
-                kit::json::event(&kit::upcast::registry().upcast(event))
-            )?;
+            kit::json::write_line(&mut out, &kit::upcast::registry().upcast(event))?;
         }
         out.flush()?;
     }

@@ -98,76 +98,49 @@ pub async fn apply(
         }
         "ReminderCancelled" => {
             let e: ReminderCancelled = decode(event)?;
-            set_state(
-                db,
-                reminder_id(&e.reminder_id, event)?,
-                "cancelled",
-                None,
+            let change = StateChange {
+                id: reminder_id(&e.reminder_id, event)?,
+                state: "cancelled",
+                attempt: None,
                 version,
-            )
-            .await?
+            };
+            set_states(db, &[change]).await?
         }
         "ReminderDue" => {
             let e: ReminderDue = decode(event)?;
-            set_state(
-                db,
-                reminder_id(&e.reminder_id, event)?,
-                "due",
-                Some(e.attempt as i32),
+            let change = StateChange {
+                id: reminder_id(&e.reminder_id, event)?,
+                state: "due",
+                attempt: Some(e.attempt as i32),
                 version,
-            )
-            .await?
+            };
+            set_states(db, &[change]).await?
         }
         "ReminderExpired" => {
             let e: ReminderExpired = decode(event)?;
-            set_state(
-                db,
-                reminder_id(&e.reminder_id, event)?,
-                "expired",
-                None,
+            let change = StateChange {
+                id: reminder_id(&e.reminder_id, event)?,
+                state: "expired",
+                attempt: None,
                 version,
-            )
-            .await?
+            };
+            set_states(db, &[change]).await?
         }
         _ => 0,
     };
     Ok(changed > 0)
 }
 
-/// A reminder's new state, from an event that fired or expired it.
+/// A reminder's new state: what an event that cancels, fires or expires it
+/// makes of its row.
 pub struct StateChange {
-    id: Uuid,
-    state: &'static str,
-    attempt: Option<i32>,
-    version: i64,
-}
-
-impl StateChange {
-    /// The change a `ReminderDue` or `ReminderExpired` makes.
-    pub fn of_fired(event: &Event) -> Result<Self, ProjectionError> {
-        let version = event.version as i64;
-        match event.r#type.as_str() {
-            "ReminderDue" => {
-                let e: ReminderDue = decode(event)?;
-                Ok(Self {
-                    id: reminder_id(&e.reminder_id, event)?,
-                    state: "due",
-                    attempt: Some(e.attempt as i32),
-                    version,
-                })
-            }
-            "ReminderExpired" => {
-                let e: ReminderExpired = decode(event)?;
-                Ok(Self {
-                    id: reminder_id(&e.reminder_id, event)?,
-                    state: "expired",
-                    attempt: None,
-                    version,
-                })
-            }
-            _ => Err(ProjectionError::BadId(event.event_id.clone())),
-        }
-    }
+    pub id: Uuid,
+    /// `due`, `cancelled` or `expired`.
+    pub state: &'static str,
+    /// The attempt, for `due`.
+    pub attempt: Option<i32>,
+    /// Stream version of the event.
+    pub version: i64,
 }
 
 /// Applies many state changes in one statement, each only where the row is
@@ -189,21 +162,6 @@ pub async fn set_states(
            FROM unnest($1::uuid[], $2::text[], $3::int4[], $4::int8[]) AS u(id, state, attempt, version)
           WHERE r.reminder_id = u.id AND r.version < u.version",
         &[&ids, &states, &attempts, &versions],
-    )
-    .await
-}
-
-async fn set_state(
-    db: &impl GenericClient,
-    id: Uuid,
-    state: &str,
-    attempt: Option<i32>,
-    version: i64,
-) -> Result<u64, tokio_postgres::Error> {
-    db.execute(
-        "UPDATE scheduler.reminders SET state = $2, attempt = coalesce($3, attempt), version = $4, updated_at = now()
-         WHERE reminder_id = $1 AND version < $4",
-        &[&id, &state, &attempt, &version],
     )
     .await
 }

@@ -21,7 +21,7 @@ use uuid::Uuid;
 
 use kit::clock::SharedClock;
 use kit::events::{derive_event_id, new_event, to_proto_time, to_system_time};
-use kit::proto::events::v1::{Event, ReminderDue, ReminderExpired};
+use kit::proto::events::v1::{ReminderDue, ReminderExpired};
 use kit::store_client::{AppendError, EventStoreClient, Expected};
 
 use crate::projection;
@@ -107,46 +107,44 @@ pub async fn round(
         .collect();
     let max_lateness = SignedDuration::try_from(config.max_lateness).unwrap_or(SignedDuration::MAX);
     let store = Arc::new(store.clone());
-    let fired: Vec<Event> = futures::stream::iter(claimed)
+    let fired: Vec<projection::StateChange> = futures::stream::iter(claimed)
         .map(|reminder| {
             let store = store.clone();
             async move { fire(&store, reminder, now, max_lateness).await }
         })
         .buffer_unordered(config.concurrency)
-        .filter_map(|event| async move { event })
+        .filter_map(|change| async move { change })
         .collect()
         .await;
     // One statement for the whole round: a round trip per reminder would
     // cost more than firing it.
-    let changes: Vec<projection::StateChange> = fired
-        .iter()
-        .map(projection::StateChange::of_fired)
-        .collect::<Result<_, _>>()?;
-    projection::set_states(&*tx, &changes).await?;
+    projection::set_states(&*tx, &fired).await?;
     tx.commit().await?;
     Ok(fired.len())
 }
 
 /// Appends `ReminderDue` (or `ReminderExpired`) for one claimed reminder;
-/// returns the event as the store has it, or `None` when the reminder
-/// changed meanwhile or the store is unreachable (a later round retries).
+/// returns the state change it makes to the projection, or `None` when the
+/// reminder changed meanwhile or the store is unreachable (a later round
+/// retries).
 async fn fire(
     store: &EventStoreClient,
     reminder: Claimed,
     now: Timestamp,
     max_lateness: SignedDuration,
-) -> Option<Event> {
+) -> Option<projection::StateChange> {
     let stream = format!("reminder-{}", reminder.id);
     let lateness = now.duration_since(reminder.due_at);
     let cause = reminder.id.to_string();
-    let (event, kind) = if lateness > max_lateness {
+    let (event, state, attempt) = if lateness > max_lateness {
         let payload = ReminderExpired {
             reminder_id: cause.clone(),
             due_at: Some(to_proto_time(reminder.due_at)),
         };
         (
             new_event(derive_event_id(&cause, "expired"), Some(now), &payload),
-            "ReminderExpired",
+            "expired",
+            None,
         )
     } else {
         let attempt = reminder.attempt as u32 + 1;
@@ -163,7 +161,8 @@ async fn fire(
                 Some(now),
                 &payload,
             ),
-            "ReminderDue",
+            "due",
+            Some(attempt as i32),
         )
     };
     let mut event = event;
@@ -173,27 +172,23 @@ async fn fire(
         .append(
             &stream,
             Expected::Exact(reminder.version as u64),
-            vec![event.clone()],
+            vec![event],
         )
         .await;
     match appended {
         Ok(response) => {
-            if kind == "ReminderDue" {
+            if state == "due" {
                 metrics::counter!("callflow_reminders_fired_total").increment(1);
                 metrics::histogram!("callflow_reminder_lateness_seconds")
                     .record(lateness.as_secs_f64().max(0.0));
             } else {
                 metrics::counter!("callflow_reminders_expired_total").increment(1);
             }
-            Some(Event {
-                event_id: event.event_id,
-                stream,
-                version: response.stream_version,
-                position: response.positions.first().copied().unwrap_or_default(),
-                r#type: event.r#type,
-                occurred_at: event.occurred_at,
-                payload: event.payload,
-                ..Default::default()
+            Some(projection::StateChange {
+                id: reminder.id,
+                state,
+                attempt,
+                version: response.stream_version as i64,
             })
         }
         Err(AppendError::WrongExpectedVersion { .. }) => {
