@@ -39,6 +39,9 @@ pub const FORGOTTEN: &str = kit::contacts::FORGOTTEN;
 /// again, so that a contact forgotten through another replica reads as
 /// forgotten here soon.
 const KEY_TTL: Duration = Duration::from_secs(5);
+/// Past this many cached keys, expired ones are dropped before adding one,
+/// so the caches stay bounded by the contacts of the last [`KEY_TTL`].
+const MAX_CACHED_KEYS: usize = 50_000;
 
 /// Errors of sealing and opening.
 #[derive(Debug, thiserror::Error)]
@@ -187,6 +190,63 @@ fn push_bytes_field(out: &mut Vec<u8>, number: u32, value: &[u8]) {
     out.extend_from_slice(value);
 }
 
+/// The sealed field of a payload, parsed: version 1, the contact's
+/// reference and key generation, the numbers of the fields it holds, then
+/// nonce and ciphertext. `header` (everything before the nonce) is the AEAD's
+/// associated data.
+struct Sealed<'a> {
+    contact_ref: &'a [u8],
+    generation: i64,
+    numbers: Vec<u32>,
+    header: &'a [u8],
+    nonce: &'a [u8],
+    ciphertext: &'a [u8],
+}
+
+impl<'a> Sealed<'a> {
+    /// The sealed field of `payload` and its records, or `None` when it has
+    /// no sealed field.
+    fn find(payload: &'a [u8]) -> Result<Option<(Self, Vec<Record>)>, PrivacyError> {
+        let records = records(payload)?;
+        let Some(sealed) = records.iter().find(|r| r.number == SEALED_FIELD) else {
+            return Ok(None);
+        };
+        let value = &payload[sealed
+            .value
+            .clone()
+            .ok_or(PrivacyError::Wire("sealed field is not bytes"))?];
+        let sealed = Self::parse(value).ok_or(PrivacyError::Wire("sealed field is malformed"))?;
+        Ok(Some((sealed, records)))
+    }
+
+    fn parse(value: &'a [u8]) -> Option<Self> {
+        if value.first() != Some(&1) {
+            return None;
+        }
+        let ref_len = *value.get(1)? as usize;
+        let mut at = 2;
+        let contact_ref = value.get(at..at + ref_len)?;
+        at += ref_len;
+        let generation = i64::from_le_bytes(value.get(at..at + 8)?.try_into().ok()?);
+        at += 8;
+        let count = u16::from_le_bytes(value.get(at..at + 2)?.try_into().ok()?) as usize;
+        at += 2;
+        let mut numbers = Vec::with_capacity(count);
+        for _ in 0..count {
+            numbers.push(u32::from_le_bytes(value.get(at..at + 4)?.try_into().ok()?));
+            at += 4;
+        }
+        Some(Self {
+            contact_ref,
+            generation,
+            numbers,
+            header: &value[..at],
+            nonce: value.get(at..at + 12)?,
+            ciphertext: &value[at + 12..],
+        })
+    }
+}
+
 // ---------------------------------------------------------------------------
 // Keys.
 
@@ -199,14 +259,23 @@ struct Known {
     fetched: Instant,
 }
 
+/// Drops expired keys once the cache has grown past [`MAX_CACHED_KEYS`].
+fn forget_stale(known: &mut HashMap<(Vec<u8>, i64), Known>) {
+    if known.len() >= MAX_CACHED_KEYS {
+        known.retain(|_, k| k.fetched.elapsed() < KEY_TTL);
+    }
+}
+
 /// The keys of the log and the plans of every payload type.
 pub struct Privacy {
     plans: HashMap<String, Plan>,
     wrap: Aes256Gcm,
     index_key: [u8; 32],
     pool: deadpool_postgres::Pool,
-    /// The key each contact's new events are sealed with.
-    sealing: Mutex<HashMap<Vec<u8>, (i64, Cipher)>>,
+    /// The key each contact's new events are sealed with, and when it was
+    /// looked up (re-checked after [`KEY_TTL`], so that a contact forgotten
+    /// through another replica gets a new key here too).
+    sealing: Mutex<HashMap<Vec<u8>, (i64, Cipher, Instant)>>,
     /// Keys looked up for opening, by (contact_ref, generation).
     opening: Mutex<HashMap<(Vec<u8>, i64), Known>>,
 }
@@ -254,8 +323,11 @@ impl Privacy {
     }
 
     async fn sealing_key(&self, contact_ref: &[u8]) -> Result<(i64, Cipher), PrivacyError> {
-        if let Some(known) = self.sealing.lock().expect("key cache").get(contact_ref) {
-            return Ok(known.clone());
+        if let Some((generation, cipher, fetched)) =
+            self.sealing.lock().expect("key cache").get(contact_ref)
+            && fetched.elapsed() < KEY_TTL
+        {
+            return Ok((*generation, cipher.clone()));
         }
         let keys = |e: &dyn std::fmt::Display| PrivacyError::Keys(e.to_string());
         let client = self.pool.get().await.map_err(|e| keys(&e))?;
@@ -287,10 +359,26 @@ impl Privacy {
             }
         };
         let cipher = Arc::new(Aes256Gcm::new_from_slice(&key).expect("32-byte key"));
-        self.sealing
-            .lock()
-            .expect("key cache")
-            .insert(contact_ref.to_vec(), (generation, cipher.clone()));
+        let fetched = Instant::now();
+        {
+            let mut sealing = self.sealing.lock().expect("key cache");
+            if sealing.len() >= MAX_CACHED_KEYS {
+                sealing.retain(|_, (_, _, at)| at.elapsed() < KEY_TTL);
+            }
+            sealing.insert(contact_ref.to_vec(), (generation, cipher.clone(), fetched));
+        }
+        // Readers in this process (the relay first of all) will open what
+        // was just sealed: spare them the lookup.
+        let mut known = self.opening.lock().expect("key cache");
+        forget_stale(&mut known);
+        known.insert(
+            (contact_ref.to_vec(), generation),
+            Known {
+                cipher: Some(cipher.clone()),
+                fetched,
+            },
+        );
+        drop(known);
         Ok((generation, cipher))
     }
 
@@ -323,7 +411,9 @@ impl Privacy {
             }
             None => None,
         };
-        self.opening.lock().expect("key cache").insert(
+        let mut known = self.opening.lock().expect("key cache");
+        forget_stale(&mut known);
+        known.insert(
             cache_key,
             Known {
                 cipher: cipher.clone(),
@@ -331,6 +421,62 @@ impl Privacy {
             },
         );
         Ok(cipher)
+    }
+
+    /// Looks up, in one query, the keys of `wanted` this process does not
+    /// know (or knows for longer than [`KEY_TTL`]), and remembers them;
+    /// a pair with no key row is remembered as forgotten.
+    async fn fetch_opening_keys(
+        &self,
+        wanted: HashSet<(Vec<u8>, i64)>,
+    ) -> Result<(), PrivacyError> {
+        let missing: Vec<(Vec<u8>, i64)> = {
+            let known = self.opening.lock().expect("key cache");
+            wanted
+                .into_iter()
+                .filter(|pair| {
+                    known
+                        .get(pair)
+                        .is_none_or(|k| k.fetched.elapsed() >= KEY_TTL)
+                })
+                .collect()
+        };
+        if missing.len() < 2 {
+            // One lookup costs the same either way; `opening_key` does it.
+            return Ok(());
+        }
+        let keys = |e: &dyn std::fmt::Display| PrivacyError::Keys(e.to_string());
+        let refs: Vec<&[u8]> = missing.iter().map(|(r, _)| r.as_slice()).collect();
+        let generations: Vec<i64> = missing.iter().map(|(_, g)| *g).collect();
+        let client = self.pool.get().await.map_err(|e| keys(&e))?;
+        let statement = client
+            .prepare_cached(
+                "SELECT k.contact_ref, k.generation, k.wrapped_key
+                 FROM unnest($1::bytea[], $2::int8[]) AS w(contact_ref, generation)
+                 JOIN eventlog.contact_keys k USING (contact_ref, generation)",
+            )
+            .await
+            .map_err(|e| keys(&e))?;
+        let rows = client
+            .query(&statement, &[&refs, &generations])
+            .await
+            .map_err(|e| keys(&e))?;
+        drop(client);
+        let fetched = Instant::now();
+        let mut found: HashMap<(Vec<u8>, i64), Cipher> = HashMap::with_capacity(rows.len());
+        for row in rows {
+            let (contact_ref, generation): (Vec<u8>, i64) = (row.get(0), row.get(1));
+            let key = self.unwrap_key(&contact_ref, generation, row.get(2))?;
+            let cipher = Arc::new(Aes256Gcm::new_from_slice(&key).expect("32-byte key"));
+            found.insert((contact_ref, generation), cipher);
+        }
+        let mut known = self.opening.lock().expect("key cache");
+        forget_stale(&mut known);
+        for pair in missing {
+            let cipher = found.remove(&pair);
+            known.insert(pair, Known { cipher, fetched });
+        }
+        Ok(())
     }
 
     fn wrap_key(&self, contact_ref: &[u8], generation: i64, key: &[u8; 32]) -> Vec<u8> {
@@ -456,10 +602,21 @@ impl Privacy {
 
     /// Opens the payloads of `events` in place (see [`Privacy::open`]). A
     /// payload that cannot be opened is left sealed, and logged.
+    ///
+    /// The keys the page needs are fetched in one query first: a page of
+    /// new contacts would otherwise cost one round trip per event.
     pub async fn open_all(
         &self,
         events: &mut [kit::proto::events::v1::Event],
     ) -> Result<(), PrivacyError> {
+        let wanted: HashSet<(Vec<u8>, i64)> = events
+            .iter()
+            .filter_map(|event| match Sealed::find(&event.payload) {
+                Ok(Some((sealed, _))) => Some((sealed.contact_ref.to_vec(), sealed.generation)),
+                _ => None,
+            })
+            .collect();
+        self.fetch_opening_keys(wanted).await?;
         for event in events {
             match self.open(&event.r#type, &event.payload).await {
                 Ok(Some(opened)) => event.payload = opened,
@@ -481,65 +638,25 @@ impl Privacy {
         event_type: &str,
         payload: &[u8],
     ) -> Result<Option<Vec<u8>>, PrivacyError> {
-        let records = records(payload)?;
-        let Some(sealed) = records.iter().find(|r| r.number == SEALED_FIELD) else {
+        let Some((sealed, records)) = Sealed::find(payload)? else {
             return Ok(None);
         };
-        let value = &payload[sealed
-            .value
-            .clone()
-            .ok_or(PrivacyError::Wire("sealed field is not bytes"))?];
-        let bad = || PrivacyError::Wire("sealed field is malformed");
-        if value.first() != Some(&1) || value.len() < 2 {
-            return Err(bad());
-        }
-        let ref_len = value[1] as usize;
-        let mut at = 2;
-        let contact_ref = value.get(at..at + ref_len).ok_or_else(bad)?;
-        at += ref_len;
-        let generation = i64::from_le_bytes(
-            value
-                .get(at..at + 8)
-                .ok_or_else(bad)?
-                .try_into()
-                .map_err(|_| bad())?,
-        );
-        at += 8;
-        let count = u16::from_le_bytes(
-            value
-                .get(at..at + 2)
-                .ok_or_else(bad)?
-                .try_into()
-                .map_err(|_| bad())?,
-        ) as usize;
-        at += 2;
-        let mut numbers = Vec::with_capacity(count);
-        for _ in 0..count {
-            numbers.push(u32::from_le_bytes(
-                value
-                    .get(at..at + 4)
-                    .ok_or_else(bad)?
-                    .try_into()
-                    .map_err(|_| bad())?,
-            ));
-            at += 4;
-        }
-        let header = &value[..at];
-        let nonce = value.get(at..at + 12).ok_or_else(bad)?;
-        let ciphertext = &value[at + 12..];
         let mut out = Vec::with_capacity(payload.len());
         for record in &records {
             if record.number != SEALED_FIELD {
                 out.extend_from_slice(&payload[record.whole.clone()]);
             }
         }
-        let opened = match self.opening_key(contact_ref, generation).await? {
+        let opened = match self
+            .opening_key(sealed.contact_ref, sealed.generation)
+            .await?
+        {
             Some(cipher) => cipher
                 .decrypt(
-                    Nonce::from_slice(nonce),
+                    Nonce::from_slice(sealed.nonce),
                     Payload {
-                        msg: ciphertext,
-                        aad: header,
+                        msg: sealed.ciphertext,
+                        aad: sealed.header,
                     },
                 )
                 .ok(),
@@ -549,7 +666,7 @@ impl Privacy {
             Some(secret) => out.extend_from_slice(&secret),
             None => {
                 let plan = self.plans.get(event_type);
-                for number in numbers {
+                for number in sealed.numbers {
                     if plan.is_some_and(|p| p.strings.contains(&number)) {
                         push_bytes_field(&mut out, number, FORGOTTEN.as_bytes());
                     }

@@ -245,3 +245,63 @@ async fn a_forgotten_contact_leaves_nothing_readable_and_the_log_still_replays()
         .await;
     assert_eq!(bad.unwrap_err().code(), tonic::Code::InvalidArgument);
 }
+
+/// A reader that has never seen the keys (another replica, or one started
+/// after the appends) opens a whole page of different contacts at once —
+/// fetching their keys in one go — and still redacts the forgotten one.
+#[tokio::test]
+async fn a_fresh_reader_opens_a_page_of_many_contacts_and_redacts_the_forgotten() {
+    let store = TestStore::start(false).await;
+    let phones: Vec<String> = (0..30).map(|n| format!("+7916555{n:04}")).collect();
+    for (n, phone) in phones.iter().enumerate() {
+        let call = CallCompleted {
+            call_id: format!("page-{n}"),
+            client_phone: phone.clone(),
+            from: phone.clone(),
+            ..Default::default()
+        };
+        store
+            .client
+            .append(
+                &format!("call-page-{n}"),
+                Expected::Any,
+                vec![new_event(uuid::Uuid::new_v4(), None, &call)],
+            )
+            .await
+            .unwrap();
+    }
+    store
+        .client
+        .grpc()
+        .forget_contact(ForgetContactRequest {
+            phone: phones[7].clone(),
+            requested_by: "dpo@shop".into(),
+            reason: "request 2026-118".into(),
+            contact_stream: String::new(),
+        })
+        .await
+        .unwrap();
+
+    let reader = event_store::testing::reader(&store.db.url);
+    let head = reader.head().await.unwrap();
+    let page = reader
+        .page(0, head, &event_store::read::Criteria::default(), 100)
+        .await
+        .unwrap();
+    let calls: Vec<CallCompleted> = page
+        .events
+        .iter()
+        .filter(|e| e.r#type == "CallCompleted")
+        .map(|e| decode(e).unwrap())
+        .collect();
+    assert_eq!(calls.len(), phones.len());
+    for (n, call) in calls.iter().enumerate() {
+        let expected = if n == 7 {
+            event_store::privacy::FORGOTTEN
+        } else {
+            phones[n].as_str()
+        };
+        assert_eq!(call.client_phone, expected, "call {n}");
+        assert_eq!(call.from, expected, "call {n}");
+    }
+}
