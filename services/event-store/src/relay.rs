@@ -26,6 +26,7 @@ use tokio_util::sync::CancellationToken;
 
 use kit::bus::Bus;
 use kit::health::Health;
+use kit::proto::events::v1::Event;
 
 use crate::read::{Criteria, Reader};
 use crate::schema::RELAY_LOCK_KEY;
@@ -127,6 +128,8 @@ impl Leader<'_> {
     ) {
         let mut backoff = Duration::from_millis(200);
         let mut cursor: Option<(Stream, Cursor)> = None;
+        // The page after the cursor, when the last round read it already.
+        let mut prefetched: Vec<Event> = Vec::new();
         while !shutdown.is_cancelled() && !self.lease.is_closed() {
             let (stream, at) = match cursor.take() {
                 Some(current) => current,
@@ -144,12 +147,20 @@ impl Leader<'_> {
             // Look at the generation before reading, so a commit that lands
             // after the read still wakes us.
             wake.borrow_and_update();
-            match self.publish_round(at).await {
-                Ok(next) => {
+            let round = match std::mem::take(&mut prefetched) {
+                page if !page.is_empty() => self.publish_round(at, page).await,
+                _ => match self.read_page(at.position).await {
+                    Ok(page) => self.publish_round(at, page).await,
+                    Err(reason) => Err(reason),
+                },
+            };
+            match round {
+                Ok((next, following)) => {
                     self.health.set("relay", true);
                     backoff = Duration::from_millis(200);
                     let idle = next.position == at.position;
                     cursor = Some((stream, next));
+                    prefetched = following;
                     if idle {
                         tokio::select! {
                             _ = shutdown.cancelled() => {}
@@ -205,21 +216,36 @@ impl Leader<'_> {
         Ok((stream, Cursor { position, sequence }))
     }
 
-    /// Publishes the next batch after `at` and records the checkpoint.
-    async fn publish_round(&self, at: Cursor) -> Result<Cursor, String> {
-        let head = self.reader.head().await.map_err(|e| e.to_string())?;
-        metrics::gauge!("callflow_relay_lag_events").set(head.saturating_sub(at.position) as f64);
-        let page = self
-            .reader
-            .page(at.position, head, &Criteria::default(), self.config.batch)
-            .await
-            .map_err(|e| e.to_string())?;
-        if page.events.is_empty() {
-            return Ok(at);
+    /// Reads the page after `after`, payloads opened.
+    async fn read_page(&self, after: u64) -> Result<Vec<Event>, String> {
+        // No upper bound: appends commit in position order, so whatever is
+        // visible after `after` is the log's next stretch without holes.
+        let everything = Criteria::default();
+        let (head, page) = tokio::join!(
+            self.reader.head(),
+            self.reader
+                .page(after, i64::MAX as u64, &everything, self.config.batch),
+        );
+        if let Ok(head) = head {
+            metrics::gauge!("callflow_relay_lag_events").set(head.saturating_sub(after) as f64);
         }
+        page.map(|page| page.events).map_err(|e| e.to_string())
+    }
+
+    /// Publishes `page` (the events right after `at`), records the
+    /// checkpoint, and returns where the relay stands with the page after it,
+    /// read while the acknowledgements came back.
+    async fn publish_round(
+        &self,
+        at: Cursor,
+        page: Vec<Event>,
+    ) -> Result<(Cursor, Vec<Event>), String> {
+        let Some(last_position) = page.last().map(|e| e.position) else {
+            return Ok((at, Vec::new()));
+        };
         let js = &self.bus.jetstream;
-        let mut acks = Vec::with_capacity(page.events.len());
-        for (offset, event) in page.events.iter().enumerate() {
+        let mut acks = Vec::with_capacity(page.len());
+        for (offset, event) in page.iter().enumerate() {
             let subject = self.bus.subject(&event.category, &event.r#type);
             let mut message = PublishMessage::build()
                 .payload(event.encode_to_vec().into())
@@ -243,31 +269,33 @@ impl Leader<'_> {
                     .map_err(|e| e.to_string())?,
             );
         }
-        let mut last = at;
-        for (ack, event) in acks.into_iter().zip(&page.events) {
-            match ack.await {
-                Ok(ack) => {
-                    last = Cursor {
-                        position: event.position,
-                        sequence: ack.sequence,
-                    };
-                }
-                Err(error) if error.kind() == PublishErrorKind::WrongLastSequence => {
-                    // Someone else published (a previous leader still
-                    // draining): resync from the stream itself.
-                    self.save_checkpoint(last.position).await?;
-                    return Err(format!("stream moved under the relay: {error}"));
-                }
-                Err(error) => {
-                    self.save_checkpoint(last.position).await?;
-                    return Err(error.to_string());
+        let confirm = async {
+            let mut last = at;
+            for (ack, event) in acks.into_iter().zip(&page) {
+                match ack.await {
+                    Ok(ack) => {
+                        last = Cursor {
+                            position: event.position,
+                            sequence: ack.sequence,
+                        };
+                    }
+                    Err(error) if error.kind() == PublishErrorKind::WrongLastSequence => {
+                        // Someone else published (a previous leader still
+                        // draining): resync from the stream itself.
+                        return (last, Err(format!("stream moved under the relay: {error}")));
+                    }
+                    Err(error) => return (last, Err(error.to_string())),
                 }
             }
-        }
+            (last, Ok(()))
+        };
+        let ((last, confirmed), next) = tokio::join!(confirm, self.read_page(last_position));
         self.save_checkpoint(last.position).await?;
-        metrics::counter!("callflow_relay_published_total").increment(page.events.len() as u64);
+        confirmed?;
+        metrics::counter!("callflow_relay_published_total").increment(page.len() as u64);
         metrics::gauge!("callflow_relay_position").set(last.position as f64);
-        Ok(last)
+        // A failed read only costs the prefetch; the next round reads again.
+        Ok((last, next.unwrap_or_default()))
     }
 
     async fn save_checkpoint(&self, position: u64) -> Result<(), String> {
