@@ -9,10 +9,15 @@
 //! reminder, through the event store, the relay and two JetStream consumers.
 //!
 //! Load: open loop at a fixed rate (`BENCH_PIPELINE_RATE` calls/s, default
-//! 500) for `BENCH_PIPELINE_SECONDS` (default 60), at most
+//! 510) for `BENCH_PIPELINE_SECONDS` (default 60), at most
 //! `BENCH_PIPELINE_IN_FLIGHT` webhooks outstanding (default 2000); then the
 //! tail drains (at most `BENCH_PIPELINE_DRAIN_SECONDS`, default 120, and
-//! never longer than 30 s without progress).
+//! never longer than 30 s without progress). The rate offered is 2% above
+//! the target so that the calls still on their way when the window closes
+//! (a few hundred milliseconds' worth) do not count against a system that
+//! keeps up. Before the window, `BENCH_PIPELINE_WARMUP_SECONDS` (default 5)
+//! at the same rate, not measured, let the connection pools and caches grow,
+//! so the window measures the steady state rather than a cold start.
 //!
 //! Latency of a call is the `recorded_at` of its event in the log (Postgres
 //! time, the same host clock) minus the instant the schedule meant to send
@@ -37,6 +42,8 @@
 //! transcripts at once, the scheduler's consent consumer 16); only listen
 //! addresses and the webhook token are set. Writes
 //! `target/bench/pipeline.json`.
+//!
+//! `BENCH_PIPELINE_TIMELINE=1` also prints the tail per second of the run.
 //!
 //! `cargo bench -p callflow --bench pipeline` (or `make bench BENCH=pipeline`)
 
@@ -219,23 +226,24 @@ struct Sent {
     accepted: bool,
 }
 
-/// Sends `total` webhooks at `rate` per second from `start`, at most
+/// Sends the webhooks of `calls` at `rate` per second from now, at most
 /// `in_flight` outstanding. Returns what happened to each and how many had
 /// to wait for a free slot.
 async fn open_loop(
+    http: &reqwest::Client,
     url: &str,
     rate: f64,
-    total: u64,
+    calls: std::ops::Range<u64>,
     in_flight: usize,
 ) -> (Vec<Sent>, SystemTime, u64) {
-    let http = http_client(in_flight);
+    let total = calls.end - calls.start;
     let slots = Arc::new(Semaphore::new(in_flight));
     let start_wall = SystemTime::now();
     let start = tokio::time::Instant::now();
     let mut tasks = Vec::with_capacity(total as usize);
     let mut waited = 0;
-    for n in 0..total {
-        let offset = Duration::from_secs_f64(n as f64 / rate);
+    for (i, n) in calls.enumerate() {
+        let offset = Duration::from_secs_f64(i as f64 / rate);
         tokio::time::sleep_until(start + offset).await;
         let intended = start_wall + offset;
         let permit = match slots.clone().try_acquire_owned() {
@@ -372,11 +380,44 @@ fn stage(
     stage
 }
 
+/// Prints, per second of the schedule, the p99 and the worst of the webhook
+/// round trip and of the latency to `ReminderScheduled`: where in the run
+/// the tail comes from (`BENCH_PIPELINE_TIMELINE=1`).
+fn timeline(sent: &[Sent], reminders: &HashMap<Uuid, SystemTime>, rate: f64) {
+    let per_second = rate.max(1.0) as usize;
+    eprintln!("second  webhook p99  webhook max  reminder p99  reminder max (ms)");
+    for (second, calls) in sent.chunks(per_second).enumerate() {
+        let first = second * per_second;
+        let mut webhook: Vec<f64> = calls
+            .iter()
+            .map(|c| millis(c.intended, c.answered))
+            .collect();
+        let mut reminder: Vec<f64> = calls
+            .iter()
+            .enumerate()
+            .filter_map(|(i, c)| {
+                reminders
+                    .get(&correlation((first + i) as u64))
+                    .map(|at| millis(c.intended, *at))
+            })
+            .collect();
+        let max = |v: &[f64]| v.iter().copied().fold(0.0, f64::max);
+        eprintln!(
+            "{second:>6}  {:>11.0}  {:>11.0}  {:>12.0}  {:>12.0}",
+            quantile(&mut webhook, 0.99),
+            max(&webhook),
+            quantile(&mut reminder, 0.99),
+            max(&reminder)
+        );
+    }
+}
+
 #[tokio::main]
 async fn main() {
     kit::telemetry::init_for_tests();
     let seconds = env_number("BENCH_PIPELINE_SECONDS", 60);
-    let rate = env_number("BENCH_PIPELINE_RATE", 500) as f64;
+    let rate = env_number("BENCH_PIPELINE_RATE", 510) as f64;
+    let warmup_seconds = env_number("BENCH_PIPELINE_WARMUP_SECONDS", 5);
     let in_flight = env_number("BENCH_PIPELINE_IN_FLIGHT", 2000) as usize;
     let drain_patience = Duration::from_secs(env_number("BENCH_PIPELINE_DRAIN_SECONDS", 120));
     let baseline_seconds = env_number("BENCH_PIPELINE_BASELINE_SECONDS", 10);
@@ -397,9 +438,11 @@ async fn main() {
         system.addresses.call_ingest_http
     );
     let admin = db.connect().await;
-    // Warm up: the consumers are created and every path has run once.
+    // Warm up: the consumers are created and every path has run once, then
+    // a few seconds at the full rate grow the connection pools and caches,
+    // so the window measures the steady state rather than a cold start.
+    let http = http_client(in_flight);
     {
-        let http = http_client(8);
         for n in 0..50 {
             assert!(post(&http, &url, body(20_000_000 + n)).await);
         }
@@ -408,13 +451,20 @@ async fn main() {
             async move { (count(admin, "ReminderScheduled").await >= 50).then_some(()) }
         })
         .await;
+        let warm_calls = (rate * warmup_seconds as f64) as u64;
+        eprintln!("warm-up: {rate} calls/s for {warmup_seconds} s, not measured…");
+        let first = 21_000_000;
+        let (warm_sent, _, _) =
+            open_loop(&http, &url, rate, first..first + warm_calls, in_flight).await;
+        let expected = 50 + warm_sent.iter().filter(|s| s.accepted).count() as i64;
+        drain(&admin, expected, drain_patience).await;
     }
     let warm = count(&admin, "ReminderScheduled").await;
 
     eprintln!(
         "load: {rate} calls/s for {seconds} s ({total} calls), at most {in_flight} in flight…"
     );
-    let (sent, start, waited) = open_loop(&url, rate, total, in_flight).await;
+    let (sent, start, waited) = open_loop(&http, &url, rate, 0..total, in_flight).await;
     let window_end = start + Duration::from_secs(seconds);
     let accepted = sent.iter().filter(|s| s.accepted).count();
     let refused = sent.len() - accepted;
@@ -449,6 +499,10 @@ async fn main() {
         quantile(&mut transcript_stage.latencies, 0.5),
         quantile(&mut transcript_stage.latencies, 0.99)
     );
+
+    if std::env::var_os("BENCH_PIPELINE_TIMELINE").is_some() {
+        timeline(&sent, &reminders, rate);
+    }
 
     let window = seconds as f64;
     let mut results = Vec::new();
