@@ -331,11 +331,14 @@ impl Privacy {
         }
         let keys = |e: &dyn std::fmt::Display| PrivacyError::Keys(e.to_string());
         let client = self.pool.get().await.map_err(|e| keys(&e))?;
-        let row = client
-            .query_opt(
+        let latest = client
+            .prepare_cached(
                 "SELECT generation, wrapped_key FROM eventlog.contact_keys WHERE contact_ref = $1 ORDER BY created_at DESC LIMIT 1",
-                &[&contact_ref],
             )
+            .await
+            .map_err(|e| keys(&e))?;
+        let row = client
+            .query_opt(&latest, &[&contact_ref])
             .await
             .map_err(|e| keys(&e))?;
         let (generation, key) = match row {
@@ -348,11 +351,14 @@ impl Privacy {
                 rand::rng().fill_bytes(&mut key);
                 let generation = (rand::rng().next_u64() >> 1) as i64;
                 let wrapped = self.wrap_key(contact_ref, generation, &key);
-                client
-                    .execute(
+                let insert = client
+                    .prepare_cached(
                         "INSERT INTO eventlog.contact_keys (contact_ref, generation, wrapped_key) VALUES ($1, $2, $3)",
-                        &[&contact_ref, &generation, &wrapped],
                     )
+                    .await
+                    .map_err(|e| keys(&e))?;
+                client
+                    .execute(&insert, &[&contact_ref, &generation, &wrapped])
                     .await
                     .map_err(|e| keys(&e))?;
                 (generation, key)
@@ -395,11 +401,14 @@ impl Privacy {
         }
         let keys = |e: &dyn std::fmt::Display| PrivacyError::Keys(e.to_string());
         let client = self.pool.get().await.map_err(|e| keys(&e))?;
-        let row = client
-            .query_opt(
+        let select = client
+            .prepare_cached(
                 "SELECT wrapped_key FROM eventlog.contact_keys WHERE contact_ref = $1 AND generation = $2",
-                &[&contact_ref, &generation],
             )
+            .await
+            .map_err(|e| keys(&e))?;
+        let row = client
+            .query_opt(&select, &[&contact_ref, &generation])
             .await
             .map_err(|e| keys(&e))?;
         let cipher = match row {

@@ -101,12 +101,10 @@ impl Reader {
     /// The highest committed position (0 for an empty log).
     pub async fn head(&self) -> Result<u64, ReadError> {
         let client = self.pool.get().await?;
-        let row = client
-            .query_one(
-                "SELECT coalesce(max(position), 0) FROM eventlog.events",
-                &[],
-            )
+        let head = client
+            .prepare_cached("SELECT coalesce(max(position), 0) FROM eventlog.events")
             .await?;
+        let row = client.query_one(&head, &[]).await?;
         Ok(row.get::<_, i64>(0) as u64)
     }
 

@@ -34,6 +34,11 @@ use crate::schema::RELAY_LOCK_KEY;
 /// Header carrying an event's global position.
 pub const POSITION_HEADER: &str = "Callflow-Position";
 
+const SAVE_CHECKPOINT: &str =
+    "INSERT INTO eventlog.relay_checkpoint (name, position) VALUES ($1, $2)
+     ON CONFLICT (name) DO UPDATE SET position = excluded.position, updated_at = now()
+     WHERE relay_checkpoint.position < excluded.position";
+
 /// Relay settings.
 #[derive(Debug, Clone)]
 pub struct RelayConfig {
@@ -73,12 +78,17 @@ pub async fn run(
             sleep_or_stop(&shutdown, Duration::from_secs(1)).await;
             continue;
         }
+        let Ok(save) = lease.prepare(SAVE_CHECKPOINT).await else {
+            sleep_or_stop(&shutdown, backoff).await;
+            continue;
+        };
         tracing::info!(relay = %config.name, "relay is the leader");
         let mut leader = Leader {
             config: &config,
             bus: &bus,
             reader: &reader,
             lease: &lease,
+            save,
             health: &health,
         };
         leader.publish_until_lost(&mut wake, &shutdown).await;
@@ -108,6 +118,8 @@ struct Leader<'a> {
     bus: &'a Bus,
     reader: &'a Reader,
     lease: &'a Client,
+    /// [`SAVE_CHECKPOINT`], prepared on the lease.
+    save: tokio_postgres::Statement,
     health: &'a Health,
 }
 
@@ -300,12 +312,7 @@ impl Leader<'_> {
 
     async fn save_checkpoint(&self, position: u64) -> Result<(), String> {
         self.lease
-            .execute(
-                "INSERT INTO eventlog.relay_checkpoint (name, position) VALUES ($1, $2)
-                 ON CONFLICT (name) DO UPDATE SET position = excluded.position, updated_at = now()
-                 WHERE relay_checkpoint.position < excluded.position",
-                &[&self.config.name, &(position as i64)],
-            )
+            .execute(&self.save, &[&self.config.name, &(position as i64)])
             .await
             .map(|_| ())
             .map_err(|e| e.to_string())

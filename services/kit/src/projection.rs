@@ -91,19 +91,19 @@ pub async fn checkpoint<P: Projector>(
 }
 
 async fn save_checkpoint<P: Projector>(
-    db: &impl GenericClient,
+    tx: &deadpool_postgres::Transaction<'_>,
     projector: &P,
     position: u64,
 ) -> Result<(), tokio_postgres::Error> {
-    db.execute(
-        &format!(
+    let save = tx
+        .prepare_cached(&format!(
             "INSERT INTO {schema}.projection_checkpoint (name, position) VALUES ($1, $2)
              ON CONFLICT (name) DO UPDATE SET position = greatest(projection_checkpoint.position, excluded.position)",
             schema = projector.schema()
-        ),
-        &[&projector.name(), &(position as i64)],
-    )
-    .await?;
+        ))
+        .await?;
+    tx.execute(&save, &[&projector.name(), &(position as i64)])
+        .await?;
     Ok(())
 }
 
@@ -180,7 +180,7 @@ async fn follow_once<P: Projector>(
         let mut client = pool.get().await?;
         let tx = client.transaction().await?;
         apply_all(&tx, projector, message.events).await?;
-        save_checkpoint(&*tx, projector, message.checkpoint).await?;
+        save_checkpoint(&tx, projector, message.checkpoint).await?;
         tx.commit().await?;
         if message.caught_up {
             health.set("projection", true);
@@ -226,7 +226,7 @@ pub async fn rebuild<P: Projector>(
             apply_all(&tx, projector, page.events).await?;
         }
     }
-    save_checkpoint(&*tx, projector, head).await?;
+    save_checkpoint(&tx, projector, head).await?;
     tx.commit().await?;
     Ok(Rebuilt {
         events,
