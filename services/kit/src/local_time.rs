@@ -235,6 +235,34 @@ mod tests {
     }
 
     #[test]
+    fn one_instant_is_working_hours_at_one_end_of_russia_and_night_at_the_other() {
+        let kaliningrad = TimeZone::get("Europe/Kaliningrad").unwrap(); // UTC+2
+        let vladivostok = TimeZone::get("Asia/Vladivostok").unwrap(); // UTC+10
+        let window = SendWindow::default();
+        // 12:00 UTC: 14:00 in Kaliningrad, 22:00 in Vladivostok.
+        let noon_utc = at("2026-11-24T12:00:00Z");
+        assert!(window.contains(noon_utc, &kaliningrad));
+        assert_eq!(window.next_open(noon_utc, &kaliningrad), noon_utc);
+        assert_eq!(
+            window.closing(noon_utc, &kaliningrad),
+            at("2026-11-24T19:00:00Z")
+        );
+        assert!(!window.contains(noon_utc, &vladivostok));
+        // Vladivostok's next 09:00 is 23:00 UTC the same day.
+        assert_eq!(
+            window.next_open(noon_utc, &vladivostok),
+            at("2026-11-24T23:00:00Z")
+        );
+        // 05:00 UTC: 15:00 in Vladivostok, 07:00 in Kaliningrad.
+        let early = at("2026-11-24T05:00:00Z");
+        assert!(window.contains(early, &vladivostok));
+        assert_eq!(
+            window.next_open(early, &kaliningrad),
+            at("2026-11-24T07:00:00Z")
+        );
+    }
+
+    #[test]
     fn countries_map_to_zones() {
         assert_eq!(zone_for_region("RU"), Some("Europe/Moscow"));
         assert_eq!(zone_for_region("ZZ"), None);
