@@ -159,9 +159,12 @@ impl EventStore {
         let tasks = TaskTracker::new();
         let (committed, committed_rx) = notify::channel();
         let master = privacy::parse_master_key(&self.config.master_key).map_err(Error::Config)?;
+        // Every append about a contact whose key is not cached looks it up
+        // (a reminder firing a month after it was scheduled, say): as many
+        // connections as the appends that commonly run at once.
         let privacy = std::sync::Arc::new(privacy::Privacy::new(
             &master,
-            kit::db::pool(&self.common.database_url, 4)?,
+            kit::db::pool(&self.common.database_url, 16)?,
         ));
         let reader = read::Reader::new(
             kit::db::pool(&self.common.database_url, self.config.read_pool)?,
