@@ -259,11 +259,15 @@ struct Known {
     fetched: Instant,
 }
 
-/// Drops expired keys once the cache has grown past [`MAX_CACHED_KEYS`].
-fn forget_stale(known: &mut HashMap<(Vec<u8>, i64), Known>) {
-    if known.len() >= MAX_CACHED_KEYS {
-        known.retain(|_, k| k.fetched.elapsed() < KEY_TTL);
+/// Drops expired keys once a cache has grown past [`MAX_CACHED_KEYS`].
+fn drop_expired<K, V>(cache: &mut HashMap<K, V>, fetched: impl Fn(&V) -> Instant) {
+    if cache.len() >= MAX_CACHED_KEYS {
+        cache.retain(|_, v| fetched(v).elapsed() < KEY_TTL);
     }
+}
+
+fn cipher(key: &[u8; 32]) -> Cipher {
+    Arc::new(Aes256Gcm::new_from_slice(key).expect("32-byte key"))
 }
 
 /// The keys of the log and the plans of every payload type.
@@ -364,28 +368,43 @@ impl Privacy {
                 (generation, key)
             }
         };
-        let cipher = Arc::new(Aes256Gcm::new_from_slice(&key).expect("32-byte key"));
+        let cipher = cipher(&key);
         let fetched = Instant::now();
         {
             let mut sealing = self.sealing.lock().expect("key cache");
-            if sealing.len() >= MAX_CACHED_KEYS {
-                sealing.retain(|_, (_, _, at)| at.elapsed() < KEY_TTL);
-            }
+            drop_expired(&mut sealing, |(_, _, at)| *at);
             sealing.insert(contact_ref.to_vec(), (generation, cipher.clone(), fetched));
         }
         // Readers in this process (the relay first of all) will open what
         // was just sealed: spare them the lookup.
-        let mut known = self.opening.lock().expect("key cache");
-        forget_stale(&mut known);
-        known.insert(
-            (contact_ref.to_vec(), generation),
-            Known {
-                cipher: Some(cipher.clone()),
-                fetched,
-            },
+        self.remember_opening(
+            [((contact_ref.to_vec(), generation), Some(cipher.clone()))],
+            fetched,
         );
-        drop(known);
         Ok((generation, cipher))
+    }
+
+    /// The key of `(contact_ref, generation)` this process looked up less
+    /// than [`KEY_TTL`] ago: `Some(None)` when it is known to be gone.
+    fn cached_opening(&self, pair: &(Vec<u8>, i64)) -> Option<Option<Cipher>> {
+        self.opening
+            .lock()
+            .expect("key cache")
+            .get(pair)
+            .filter(|known| known.fetched.elapsed() < KEY_TTL)
+            .map(|known| known.cipher.clone())
+    }
+
+    fn remember_opening(
+        &self,
+        keys: impl IntoIterator<Item = ((Vec<u8>, i64), Option<Cipher>)>,
+        fetched: Instant,
+    ) {
+        let mut known = self.opening.lock().expect("key cache");
+        drop_expired(&mut known, |k| k.fetched);
+        for (pair, cipher) in keys {
+            known.insert(pair, Known { cipher, fetched });
+        }
     }
 
     async fn opening_key(
@@ -393,43 +412,13 @@ impl Privacy {
         contact_ref: &[u8],
         generation: i64,
     ) -> Result<Option<Cipher>, PrivacyError> {
-        let cache_key = (contact_ref.to_vec(), generation);
-        if let Some(known) = self.opening.lock().expect("key cache").get(&cache_key)
-            && known.fetched.elapsed() < KEY_TTL
-        {
-            return Ok(known.cipher.clone());
+        let pair = (contact_ref.to_vec(), generation);
+        if let Some(known) = self.cached_opening(&pair) {
+            return Ok(known);
         }
-        let keys = |e: &dyn std::fmt::Display| PrivacyError::Keys(e.to_string());
-        let client = self.pool.get().await.map_err(|e| keys(&e))?;
-        let select = client
-            .prepare_cached(
-                "SELECT wrapped_key FROM eventlog.contact_keys WHERE contact_ref = $1 AND generation = $2",
-            )
-            .await
-            .map_err(|e| keys(&e))?;
-        let row = client
-            .query_opt(&select, &[&contact_ref, &generation])
-            .await
-            .map_err(|e| keys(&e))?;
-        let cipher = match row {
-            Some(row) => {
-                let key = self.unwrap_key(contact_ref, generation, row.get(0))?;
-                Some(Arc::new(
-                    Aes256Gcm::new_from_slice(&key).expect("32-byte key"),
-                ))
-            }
-            None => None,
-        };
-        let mut known = self.opening.lock().expect("key cache");
-        forget_stale(&mut known);
-        known.insert(
-            cache_key,
-            Known {
-                cipher: cipher.clone(),
-                fetched: Instant::now(),
-            },
-        );
-        Ok(cipher)
+        self.fetch_opening_keys(HashSet::from([pair.clone()]))
+            .await?;
+        Ok(self.cached_opening(&pair).flatten())
     }
 
     /// Looks up, in one query, the keys of `wanted` this process does not
@@ -439,19 +428,11 @@ impl Privacy {
         &self,
         wanted: HashSet<(Vec<u8>, i64)>,
     ) -> Result<(), PrivacyError> {
-        let missing: Vec<(Vec<u8>, i64)> = {
-            let known = self.opening.lock().expect("key cache");
-            wanted
-                .into_iter()
-                .filter(|pair| {
-                    known
-                        .get(pair)
-                        .is_none_or(|k| k.fetched.elapsed() >= KEY_TTL)
-                })
-                .collect()
-        };
-        if missing.len() < 2 {
-            // One lookup costs the same either way; `opening_key` does it.
+        let missing: Vec<(Vec<u8>, i64)> = wanted
+            .into_iter()
+            .filter(|pair| self.cached_opening(pair).is_none())
+            .collect();
+        if missing.is_empty() {
             return Ok(());
         }
         let keys = |e: &dyn std::fmt::Display| PrivacyError::Keys(e.to_string());
@@ -471,20 +452,19 @@ impl Privacy {
             .await
             .map_err(|e| keys(&e))?;
         drop(client);
-        let fetched = Instant::now();
         let mut found: HashMap<(Vec<u8>, i64), Cipher> = HashMap::with_capacity(rows.len());
         for row in rows {
             let (contact_ref, generation): (Vec<u8>, i64) = (row.get(0), row.get(1));
             let key = self.unwrap_key(&contact_ref, generation, row.get(2))?;
-            let cipher = Arc::new(Aes256Gcm::new_from_slice(&key).expect("32-byte key"));
-            found.insert((contact_ref, generation), cipher);
+            found.insert((contact_ref, generation), cipher(&key));
         }
-        let mut known = self.opening.lock().expect("key cache");
-        forget_stale(&mut known);
-        for pair in missing {
-            let cipher = found.remove(&pair);
-            known.insert(pair, Known { cipher, fetched });
-        }
+        self.remember_opening(
+            missing.into_iter().map(|pair| {
+                let cipher = found.remove(&pair);
+                (pair, cipher)
+            }),
+            Instant::now(),
+        );
         Ok(())
     }
 

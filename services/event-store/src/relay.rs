@@ -232,16 +232,27 @@ impl Leader<'_> {
     async fn read_page(&self, after: u64) -> Result<Vec<Event>, String> {
         // No upper bound: appends commit in position order, so whatever is
         // visible after `after` is the log's next stretch without holes.
-        let everything = Criteria::default();
-        let (head, page) = tokio::join!(
-            self.reader.head(),
-            self.reader
-                .page(after, i64::MAX as u64, &everything, self.config.batch),
-        );
-        if let Ok(head) = head {
-            metrics::gauge!("callflow_relay_lag_events").set(head.saturating_sub(after) as f64);
-        }
-        page.map(|page| page.events).map_err(|e| e.to_string())
+        let events = self
+            .reader
+            .page(
+                after,
+                i64::MAX as u64,
+                &Criteria::default(),
+                self.config.batch,
+            )
+            .await
+            .map_err(|e| e.to_string())?
+            .events;
+        // A page short of the batch reached the head: only a full one says
+        // the relay is behind, and by how much is worth a query.
+        let lag = if events.len() < self.config.batch as usize {
+            0
+        } else {
+            let head = self.reader.head().await.unwrap_or(after);
+            head.saturating_sub(after)
+        };
+        metrics::gauge!("callflow_relay_lag_events").set(lag as f64);
+        Ok(events)
     }
 
     /// Publishes `page` (the events right after `at`), records the
