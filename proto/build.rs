@@ -6,6 +6,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "callflow/events/v1/events.proto",
         "callflow/eventstore/v1/eventstore.proto",
         "callflow/reminders/v1/reminders.proto",
+        "callflow/timers/v1/timers.proto",
+        "callflow/leads/v1/leads.proto",
         "callflow/options/v1/options.proto",
     ];
     for file in files {

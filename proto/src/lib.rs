@@ -25,6 +25,20 @@ pub mod reminders {
     }
 }
 
+/// `callflow.timers.v1`: durable timers, kept by the reminder scheduler.
+pub mod timers {
+    pub mod v1 {
+        tonic::include_proto!("callflow.timers.v1");
+    }
+}
+
+/// `callflow.leads.v1`: the partner dashboard of web leads (lead-dialer).
+pub mod leads {
+    pub mod v1 {
+        tonic::include_proto!("callflow.leads.v1");
+    }
+}
+
 /// Every message of the packages above, for decoding by name (JSON
 /// export) and for reading field options (personal data).
 pub fn descriptors() -> &'static prost_reflect::DescriptorPool {
