@@ -1,7 +1,8 @@
 //! The gRPC API (`callflow.reminders.v1.ReminderService`): manual reminders
 //! and a view of every reminder. Each change is an event appended to the
 //! reminder's stream, then applied to the projection before answering, so
-//! a client reads its own writes.
+//! a client reads its own writes (`record`, which the timer API shares
+//! with the helpers that validate requests and map errors).
 
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -17,7 +18,7 @@ use kit::clock::SharedClock;
 use kit::events::{derive_event_id, from_proto_time, new_event, to_proto_time, to_system_time};
 use kit::phone::{DefaultRegion, PhoneNumber};
 use kit::proto::events::v1::{Event, ReminderCancelled, ReminderRescheduled, ReminderScheduled};
-use kit::proto::eventstore::v1::NewEvent;
+use kit::proto::eventstore::v1::{NewEvent, ReadStreamRequest};
 use kit::proto::reminders::v1::reminder_service_server::ReminderService;
 use kit::proto::reminders::v1::{
     CancelRequest, GetRequest, ListRequest, ListResponse, Reminder, ReminderState,
@@ -66,16 +67,21 @@ fn reminder_from_row(row: &Row) -> Reminder {
     }
 }
 
-fn unavailable(e: impl std::fmt::Display) -> Status {
+/// The status for a store or database that cannot be reached (retrying is
+/// safe: every request is idempotent).
+pub(crate) fn unavailable(e: impl std::fmt::Display) -> Status {
     Status::unavailable(e.to_string())
 }
 
-fn parse_id(text: &str) -> Result<Uuid, Status> {
+/// The UUID in request field `field`.
+pub(crate) fn parse_id(field: &str, text: &str) -> Result<Uuid, Status> {
     Uuid::parse_str(text)
-        .map_err(|_| Status::invalid_argument(format!("reminder_id: `{text}` is not a UUID")))
+        .map_err(|_| Status::invalid_argument(format!("{field}: `{text}` is not a UUID")))
 }
 
-fn requested_by(text: &str) -> Result<String, Status> {
+/// Who asks, as a request's `requested_by` says: required, at most 100
+/// characters.
+pub(crate) fn requested_by(text: &str) -> Result<String, Status> {
     match text.trim() {
         "" => Err(Status::invalid_argument(
             "requested_by: say who asks (an operator or a system)",
@@ -120,40 +126,125 @@ impl Api {
         &self,
         id: Uuid,
         expected: Expected,
-        mut event: NewEvent,
+        event: NewEvent,
     ) -> Result<Reminder, Status> {
-        event.trace = Some(kit::telemetry::current_trace_context());
         let stream = format!("reminder-{id}");
-        let appended = self
-            .store
-            .append(&stream, expected, vec![event.clone()])
-            .await
-            .map_err(|e| match e {
-                AppendError::WrongExpectedVersion { .. } => {
-                    Status::aborted("the reminder changed meanwhile; read it again")
-                }
-                AppendError::Invalid(message) => Status::invalid_argument(message),
-                AppendError::Unavailable(status) => {
-                    Status::unavailable(status.message().to_owned())
-                }
-            })?;
-        let applied = Event {
-            event_id: event.event_id,
-            stream,
-            version: appended.stream_version,
-            r#type: event.r#type,
-            correlation_id: event.correlation_id,
-            payload: event.payload,
-            ..Default::default()
-        };
-        let client = self.pool.get().await.map_err(unavailable)?;
-        projection::apply(&**client, &applied, &self.contact_salt)
-            .await
-            .map_err(unavailable)?;
+        record(
+            &self.pool,
+            &self.store,
+            &self.contact_salt,
+            &stream,
+            expected,
+            event,
+        )
+        .await
+        .map_err(|e| {
+            e.into_status(|| Status::aborted("the reminder changed meanwhile; read it again"))
+        })?;
         self.load(id)
             .await?
             .ok_or_else(|| Status::internal("reminder vanished from the view"))
     }
+}
+
+/// Why [`record`] recorded nothing.
+#[derive(Debug)]
+pub(crate) enum RecordError {
+    /// The stream is not at the expected version: it changed meanwhile.
+    Conflict,
+    /// Anything else, as the status to answer.
+    Failed(Status),
+}
+
+impl From<Status> for RecordError {
+    fn from(status: Status) -> Self {
+        RecordError::Failed(status)
+    }
+}
+
+impl RecordError {
+    /// The status to answer, with `conflict` for a conflict.
+    pub(crate) fn into_status(self, conflict: impl FnOnce() -> Status) -> Status {
+        match self {
+            RecordError::Conflict => conflict(),
+            RecordError::Failed(status) => status,
+        }
+    }
+}
+
+/// How both gRPC APIs change anything: append `event` to `stream`, then
+/// apply it to the projection before answering, so that the client reads its
+/// own write (the projector applies it again later, harmlessly).
+///
+/// When the store answers that the event is already in the log (a retried
+/// request), the stream as the log holds it is applied instead of `event`:
+/// the retry may differ from the original (a timer set again with another
+/// due time), and only the original counts.
+pub(crate) async fn record(
+    pool: &deadpool_postgres::Pool,
+    store: &EventStoreClient,
+    contact_salt: &str,
+    stream: &str,
+    expected: Expected,
+    mut event: NewEvent,
+) -> Result<(), RecordError> {
+    event.trace = Some(kit::telemetry::current_trace_context());
+    let appended = store
+        .append(stream, expected, vec![event.clone()])
+        .await
+        .map_err(|e| match e {
+            AppendError::WrongExpectedVersion { .. } => RecordError::Conflict,
+            AppendError::Invalid(message) => RecordError::Failed(Status::invalid_argument(message)),
+            AppendError::Unavailable(status) => RecordError::Failed(unavailable(status.message())),
+        })?;
+    if appended.duplicate {
+        catch_up(pool, store, contact_salt, stream).await?;
+        return Ok(());
+    }
+    let applied = Event {
+        event_id: event.event_id,
+        stream: stream.to_owned(),
+        version: appended.stream_version,
+        r#type: event.r#type,
+        correlation_id: event.correlation_id,
+        payload: event.payload,
+        ..Default::default()
+    };
+    let client = pool.get().await.map_err(unavailable)?;
+    projection::apply(&**client, &applied, contact_salt)
+        .await
+        .map_err(unavailable)?;
+    Ok(())
+}
+
+/// Applies `stream`, as the log holds it, to the projection: the view of one
+/// reminder or timer brought up to date after a conflict or a duplicate,
+/// without waiting for the projector. Harmless when the view is current
+/// (applying is idempotent).
+pub(crate) async fn catch_up(
+    pool: &deadpool_postgres::Pool,
+    store: &EventStoreClient,
+    contact_salt: &str,
+    stream: &str,
+) -> Result<(), Status> {
+    let events = store
+        .grpc()
+        .read_stream(ReadStreamRequest {
+            stream: stream.to_owned(),
+            from_version: 1,
+            max_count: 0,
+        })
+        .await
+        .map_err(|status| unavailable(status.message()))?
+        .into_inner()
+        .events;
+    let client = pool.get().await.map_err(unavailable)?;
+    for event in &events {
+        projection::apply(&**client, event, contact_salt)
+            .await
+            .map_err(unavailable)?;
+    }
+    Ok(())
 }
 
 #[tonic::async_trait]
@@ -234,7 +325,7 @@ impl ReminderService for Api {
 
     async fn cancel(&self, request: Request<CancelRequest>) -> Result<Response<Reminder>, Status> {
         let request = request.into_inner();
-        let id = parse_id(&request.reminder_id)?;
+        let id = parse_id("reminder_id", &request.reminder_id)?;
         let by = requested_by(&request.requested_by)?;
         let reminder = self.pending(id).await?;
         let payload = ReminderCancelled {
@@ -257,7 +348,7 @@ impl ReminderService for Api {
         request: Request<RescheduleRequest>,
     ) -> Result<Response<Reminder>, Status> {
         let request = request.into_inner();
-        let id = parse_id(&request.reminder_id)?;
+        let id = parse_id("reminder_id", &request.reminder_id)?;
         let by = requested_by(&request.requested_by)?;
         let at = request
             .due_at
@@ -284,7 +375,7 @@ impl ReminderService for Api {
     }
 
     async fn get(&self, request: Request<GetRequest>) -> Result<Response<Reminder>, Status> {
-        let id = parse_id(&request.into_inner().reminder_id)?;
+        let id = parse_id("reminder_id", &request.into_inner().reminder_id)?;
         self.load(id)
             .await?
             .map(Response::new)

@@ -1,18 +1,24 @@
 //! reminder-scheduler: durable reminders, kept exactly once at a decent
-//! local hour.
+//! local hour, and durable timers for other services.
 //!
 //! An agreed consent schedules a reminder ([`intake`]) at the call time plus
 //! the agreed period in the client's time zone ([`zones`]), moved out of
-//! quiet hours with jitter ([`placement`]). Reminders are event streams;
+//! quiet hours with jitter ([`placement`]). An opt-out cancels every pending
+//! reminder of the contact. Other services (the lead dialer) set timers over
+//! gRPC ([`timer_api`], `callflow.timers.v1.TimerService`) and hear
+//! `TimerFired` on JetStream when they come due.
+//!
+//! Reminders and timers are event streams (`reminder-<id>`, `timer-<id>`);
 //! this service's Postgres schema `scheduler` holds their projection
-//! ([`projection`]), which the timers claim and fire ([`timers`]) and the
-//! gRPC API reads and changes ([`api`]). An opt-out cancels every pending
-//! reminder of the contact.
+//! ([`projection`]: `scheduler.reminders`, `scheduler.timers`), which one
+//! loop claims and fires ([`timers`]) and the gRPC APIs read and change
+//! ([`api`], [`timer_api`]; both served on the same address).
 
 pub mod api;
 pub mod intake;
 pub mod placement;
 pub mod projection;
+pub mod timer_api;
 pub mod timers;
 pub mod zones;
 
@@ -35,6 +41,7 @@ use kit::health::Health;
 use kit::local_time::SendWindow;
 use kit::proto::events::v1::{ConsentAnalyzed, ContactOptedOut};
 use kit::proto::reminders::v1::reminder_service_server::ReminderServiceServer;
+use kit::proto::timers::v1::timer_service_server::TimerServiceServer;
 
 /// Name of the service (consumers, producer).
 pub const NAME: &str = "reminder-scheduler";
@@ -53,6 +60,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "contact_stream",
         sql: include_str!("../migrations/0002_contact_stream.sql"),
     },
+    Migration {
+        version: 3,
+        name: "timers",
+        sql: include_str!("../migrations/0003_timers.sql"),
+    },
 ];
 
 /// Settings of the scheduler (besides [`Common`]).
@@ -60,7 +72,7 @@ pub const MIGRATIONS: &[Migration] = &[
 #[group(id = "reminder_scheduler")]
 #[command(next_help_heading = "reminder-scheduler")]
 pub struct Config {
-    /// Address of the gRPC API (ReminderService).
+    /// Address of the gRPC API (ReminderService and TimerService).
     #[arg(
         id = "reminder_grpc_addr",
         long = "reminder-grpc-addr",
@@ -123,7 +135,7 @@ pub struct Config {
     )]
     pub text: String,
 
-    /// Due reminders claimed per timer round.
+    /// Due reminders (and as many due timers) claimed per timer round.
     #[arg(
         id = "reminder_timer_batch",
         long = "reminder-timer-batch",
@@ -132,7 +144,7 @@ pub struct Config {
     )]
     pub timer_batch: i64,
 
-    /// Reminders fired at once within a round.
+    /// Reminders and timers fired at once within a round.
     #[arg(
         id = "reminder_fire_concurrency",
         long = "reminder-fire-concurrency",
@@ -141,7 +153,8 @@ pub struct Config {
     )]
     pub fire_concurrency: usize,
 
-    /// How often the timers look for due reminders when none was due.
+    /// How often the timers look for due reminders and timers when none was
+    /// due.
     #[arg(id = "reminder_poll", long = "reminder-poll", env = "REMINDER_POLL", default_value = "200ms", value_parser = parse_duration)]
     pub poll: Duration,
 }
@@ -237,7 +250,7 @@ impl Scheduler {
         tasks.spawn(kit::projection::follow(
             pool.clone(),
             store.clone(),
-            Arc::new(projection::Reminders {
+            Arc::new(projection::ReadModel {
                 contact_salt: self.common.contact_salt.clone(),
             }),
             health.clone(),
@@ -284,6 +297,12 @@ impl Scheduler {
             shutdown.clone(),
         ));
 
+        let timer_api = timer_api::TimerApi {
+            pool: pool.clone(),
+            store: store.clone(),
+            contact_salt: self.common.contact_salt.clone(),
+            clock: self.clock.clone(),
+        };
         let api = api::Api {
             pool,
             store,
@@ -296,6 +315,7 @@ impl Scheduler {
         };
         let grpc = tonic::transport::Server::builder()
             .add_service(ReminderServiceServer::new(api))
+            .add_service(TimerServiceServer::new(timer_api))
             .serve_with_incoming_shutdown(
                 TcpListenerStream::new(self.grpc),
                 shutdown.clone().cancelled_owned(),
@@ -334,7 +354,7 @@ pub async fn rebuild(common: &Common) -> Result<kit::projection::Rebuilt, Error>
     let store = common
         .event_store(NAME)
         .map_err(|e| Error::Config(format!("EVENT_STORE_URL: {e}")))?;
-    let projector = projection::Reminders {
+    let projector = projection::ReadModel {
         contact_salt: common.contact_salt.clone(),
     };
     kit::projection::rebuild(&pool, &store, &projector)

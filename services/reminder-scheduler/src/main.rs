@@ -18,8 +18,8 @@ struct Cli {
 enum Command {
     /// Run the service (the default).
     Serve,
-    /// Drop the reminders projection and replay it from the event log, then
-    /// exit. Safe while the service runs: it waits for the rebuild.
+    /// Drop the reminders and timers projection and replay it from the event
+    /// log, then exit. Safe while the service runs: it waits for the rebuild.
     Rebuild,
 }
 
@@ -30,7 +30,7 @@ async fn main() -> anyhow::Result<()> {
     if let Some(Command::Rebuild) = cli.command {
         let rebuilt = reminder_scheduler::rebuild(&cli.common).await?;
         println!(
-            "rebuilt the reminders projection from {} events, up to position {}",
+            "rebuilt the reminders and timers projection from {} events, up to position {}",
             rebuilt.events, rebuilt.position
         );
         return Ok(());

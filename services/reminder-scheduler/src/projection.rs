@@ -1,11 +1,12 @@
-//! The projection of reminder events into `scheduler.reminders`: the timers
-//! and the read model of the gRPC API.
+//! The projection of reminder events into `scheduler.reminders` and of
+//! other services' timer events into `scheduler.timers`: what the timers
+//! loop claims and the gRPC APIs read.
 //!
 //! [`apply`] is the only code that changes a row, and it changes it only when
 //! the event is newer than what the row reflects (its stream version), so the
 //! same event may be applied any number of times, in any of three places:
-//! right after the scheduler appended it (read-your-writes for the API and
-//! the timers), by the projector following the log, and by a rebuild.
+//! right after the scheduler appended it (read-your-writes for the APIs and
+//! the timers loop), by the projector following the log, and by a rebuild.
 
 use std::time::SystemTime;
 
@@ -17,12 +18,17 @@ use kit::events::{EventError, decode, from_proto_time, to_system_time};
 use kit::projection::{ApplyError, Projector};
 use kit::proto::events::v1::{
     Event, ReminderCancelled, ReminderDue, ReminderExpired, ReminderRescheduled, ReminderScheduled,
+    TimerCancelled, TimerFired, TimerSet,
 };
 use kit::proto::eventstore::v1::Filter;
 
 /// The category of reminder streams.
 pub const CATEGORY: &str = "reminder";
-/// Checkpoint name of the projector.
+/// The category of timer streams (callflow.timers.v1).
+pub const TIMER_CATEGORY: &str = "timer";
+/// Checkpoint name of the projector. It predates timers and keeps its name:
+/// no timer event can be older than the feature, so widening the filter
+/// does not call for a replay.
 const CHECKPOINT: &str = "reminders";
 
 /// Errors of applying events.
@@ -32,7 +38,7 @@ pub enum ProjectionError {
     Postgres(#[from] tokio_postgres::Error),
     #[error(transparent)]
     Event(#[from] EventError),
-    #[error("event {0} has no reminder id the projection can use")]
+    #[error("event {0} has no reminder or timer id the projection can use")]
     BadId(String),
 }
 
@@ -40,12 +46,14 @@ fn time(ts: &Option<prost_types::Timestamp>) -> Option<SystemTime> {
     ts.as_ref().and_then(from_proto_time).map(to_system_time)
 }
 
-fn reminder_id(text: &str, event: &Event) -> Result<Uuid, ProjectionError> {
+/// The id of the reminder or timer an event is about, from its payload.
+fn id_of(text: &str, event: &Event) -> Result<Uuid, ProjectionError> {
     Uuid::parse_str(text).map_err(|_| ProjectionError::BadId(event.event_id.clone()))
 }
 
-/// Applies one event of a reminder stream, or a `ContactForgotten` (which
-/// blanks the contact's rows); events of other types are ignored.
+/// Applies one event of a reminder or timer stream, or a `ContactForgotten`
+/// (which blanks the contact's reminders); events of other types are
+/// ignored.
 /// `contact_salt` names contact streams (see kit::contacts). Returns whether
 /// a row changed.
 pub async fn apply(
@@ -77,7 +85,7 @@ pub async fn apply(
                  VALUES ($1, $2, $3, $4, $5, 'pending', $6, $7, $8, $9, $10, $11, $12)
                  ON CONFLICT (reminder_id) DO NOTHING",
                 &[
-                    &reminder_id(&e.reminder_id, event)?, &e.phone, &time(&e.due_at), &e.time_zone, &e.text, &e.source,
+                    &id_of(&e.reminder_id, event)?, &e.phone, &time(&e.due_at), &e.time_zone, &e.text, &e.source,
                     &e.provider, &e.call_id, &e.scheduled_by, &kit::events::correlation_of(event), &version, &contact_stream,
                 ],
             )
@@ -88,18 +96,15 @@ pub async fn apply(
             db.execute(
                 "UPDATE scheduler.reminders SET due_at = $2, version = $3, updated_at = now()
                  WHERE reminder_id = $1 AND version < $3",
-                &[
-                    &reminder_id(&e.reminder_id, event)?,
-                    &time(&e.due_at),
-                    &version,
-                ],
+                &[&id_of(&e.reminder_id, event)?, &time(&e.due_at), &version],
             )
             .await?
         }
         "ReminderCancelled" => {
             let e: ReminderCancelled = decode(event)?;
             let change = StateChange {
-                id: reminder_id(&e.reminder_id, event)?,
+                kind: Kind::Reminder,
+                id: id_of(&e.reminder_id, event)?,
                 state: "cancelled",
                 attempt: None,
                 version,
@@ -109,7 +114,8 @@ pub async fn apply(
         "ReminderDue" => {
             let e: ReminderDue = decode(event)?;
             let change = StateChange {
-                id: reminder_id(&e.reminder_id, event)?,
+                kind: Kind::Reminder,
+                id: id_of(&e.reminder_id, event)?,
                 state: "due",
                 attempt: Some(e.attempt as i32),
                 version,
@@ -119,61 +125,145 @@ pub async fn apply(
         "ReminderExpired" => {
             let e: ReminderExpired = decode(event)?;
             let change = StateChange {
-                id: reminder_id(&e.reminder_id, event)?,
+                kind: Kind::Reminder,
+                id: id_of(&e.reminder_id, event)?,
                 state: "expired",
                 attempt: None,
                 version,
             };
             set_states(db, &[change]).await?
         }
+        "TimerSet" => {
+            let e: TimerSet = decode(event)?;
+            db.execute(
+                "INSERT INTO scheduler.timers (timer_id, owner, key, purpose, subject, due_at, data, state,
+                                               correlation_id, version)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, 'pending', $8, $9)
+                 ON CONFLICT (timer_id) DO NOTHING",
+                &[
+                    &id_of(&e.timer_id, event)?, &e.owner, &e.key, &e.purpose, &e.subject, &time(&e.due_at),
+                    &e.data, &kit::events::correlation_of(event), &version,
+                ],
+            )
+            .await?
+        }
+        "TimerFired" => {
+            let e: TimerFired = decode(event)?;
+            set_states(
+                db,
+                &[StateChange::timer(
+                    id_of(&e.timer_id, event)?,
+                    "fired",
+                    version,
+                )],
+            )
+            .await?
+        }
+        "TimerCancelled" => {
+            let e: TimerCancelled = decode(event)?;
+            set_states(
+                db,
+                &[StateChange::timer(
+                    id_of(&e.timer_id, event)?,
+                    "cancelled",
+                    version,
+                )],
+            )
+            .await?
+        }
         _ => 0,
     };
     Ok(changed > 0)
 }
 
-/// A reminder's new state: what an event that cancels, fires or expires it
-/// makes of its row.
+/// Which table a state change lands in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// `scheduler.reminders`.
+    Reminder,
+    /// `scheduler.timers` (other services' timers).
+    Timer,
+}
+
+/// A reminder's or timer's new state: what an event that cancels, fires or
+/// expires it makes of its row.
 pub struct StateChange {
+    pub kind: Kind,
     pub id: Uuid,
-    /// `due`, `cancelled` or `expired`.
+    /// Reminders: `due`, `cancelled` or `expired`; timers: `fired` or
+    /// `cancelled`.
     pub state: &'static str,
-    /// The attempt, for `due`.
+    /// The attempt, for a reminder's `due` (timers have none).
     pub attempt: Option<i32>,
     /// Stream version of the event.
     pub version: i64,
 }
 
-/// Applies many state changes in one statement, each only where the row is
-/// older than the change (as [`apply`] does one at a time).
+impl StateChange {
+    /// A timer's new state.
+    pub fn timer(id: Uuid, state: &'static str, version: i64) -> Self {
+        Self {
+            kind: Kind::Timer,
+            id,
+            state,
+            attempt: None,
+            version,
+        }
+    }
+}
+
+/// Applies many state changes in one statement per table, each only where
+/// the row is older than the change (as [`apply`] does one at a time).
+/// Returns how many rows changed.
 pub async fn set_states(
     db: &impl GenericClient,
     changes: &[StateChange],
 ) -> Result<u64, tokio_postgres::Error> {
-    if changes.is_empty() {
-        return Ok(0);
+    let mut changed = 0;
+    for kind in [Kind::Reminder, Kind::Timer] {
+        let of_kind: Vec<&StateChange> = changes.iter().filter(|c| c.kind == kind).collect();
+        if of_kind.is_empty() {
+            continue;
+        }
+        let ids: Vec<Uuid> = of_kind.iter().map(|c| c.id).collect();
+        let states: Vec<&str> = of_kind.iter().map(|c| c.state).collect();
+        let versions: Vec<i64> = of_kind.iter().map(|c| c.version).collect();
+        changed += match kind {
+            Kind::Reminder => {
+                let attempts: Vec<Option<i32>> = of_kind.iter().map(|c| c.attempt).collect();
+                db.execute(
+                    "UPDATE scheduler.reminders r
+                        SET state = u.state, attempt = coalesce(u.attempt, r.attempt), version = u.version, updated_at = now()
+                       FROM unnest($1::uuid[], $2::text[], $3::int8[], $4::int4[]) AS u(id, state, version, attempt)
+                      WHERE r.reminder_id = u.id AND r.version < u.version",
+                    &[&ids, &states, &versions, &attempts],
+                )
+                .await?
+            }
+            Kind::Timer => {
+                db.execute(
+                    "UPDATE scheduler.timers t
+                        SET state = u.state, version = u.version, updated_at = now()
+                       FROM unnest($1::uuid[], $2::text[], $3::int8[]) AS u(id, state, version)
+                      WHERE t.timer_id = u.id AND t.version < u.version",
+                    &[&ids, &states, &versions],
+                )
+                .await?
+            }
+        };
     }
-    let ids: Vec<Uuid> = changes.iter().map(|c| c.id).collect();
-    let states: Vec<&str> = changes.iter().map(|c| c.state).collect();
-    let attempts: Vec<Option<i32>> = changes.iter().map(|c| c.attempt).collect();
-    let versions: Vec<i64> = changes.iter().map(|c| c.version).collect();
-    db.execute(
-        "UPDATE scheduler.reminders r
-            SET state = u.state, attempt = coalesce(u.attempt, r.attempt), version = u.version, updated_at = now()
-           FROM unnest($1::uuid[], $2::text[], $3::int4[], $4::int8[]) AS u(id, state, attempt, version)
-          WHERE r.reminder_id = u.id AND r.version < u.version",
-        &[&ids, &states, &attempts, &versions],
-    )
-    .await
+    Ok(changed)
 }
 
-/// The scheduler's read model as a [`kit::projection::Projector`]: the
-/// projector follows it live, `reminder-scheduler rebuild` replays it.
-pub struct Reminders {
+/// The scheduler's read model (reminders and timers) as a
+/// [`kit::projection::Projector`]: the projector follows it live,
+/// `reminder-scheduler rebuild` replays it.
+pub struct ReadModel {
     /// Names contact streams (see kit::contacts).
     pub contact_salt: String,
 }
 
-impl Projector for Reminders {
+impl Projector for ReadModel {
     fn schema(&self) -> &'static str {
         crate::SCHEMA
     }
@@ -184,13 +274,17 @@ impl Projector for Reminders {
 
     fn filter(&self) -> Filter {
         Filter {
-            categories: vec![CATEGORY.into(), kit::contacts::FORGOTTEN_CATEGORY.into()],
+            categories: vec![
+                CATEGORY.into(),
+                TIMER_CATEGORY.into(),
+                kit::contacts::FORGOTTEN_CATEGORY.into(),
+            ],
             ..Default::default()
         }
     }
 
     fn tables(&self) -> &'static [&'static str] {
-        &["reminders"]
+        &["reminders", "timers"]
     }
 
     async fn apply(&self, tx: &Transaction<'_>, event: &Event) -> Result<(), ApplyError> {

@@ -2,21 +2,17 @@
 //! consent to a reminder at a decent hour, fired exactly once, cancelled by
 //! an opt-out, and its API.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use jiff::{SignedDuration, Timestamp};
-use tokio_util::sync::CancellationToken;
 
 use event_store::testing::TestStore;
 use kit::clock::TestClock;
 use kit::events::{decode, from_proto_time, new_event, to_proto_time};
 use kit::proto::events::v1::{
-    ConsentAnalyzed, ConsentDecision, ContactOptedOut, ContactProfileUpdated, Event, ReminderDue,
+    ConsentAnalyzed, ConsentDecision, ContactOptedOut, ContactProfileUpdated, ReminderDue,
     ReminderScheduled,
 };
-use kit::proto::eventstore::v1::{Filter, ReadAllRequest, ReadStreamRequest};
-use kit::proto::reminders::v1::reminder_service_client::ReminderServiceClient;
 use kit::proto::reminders::v1::{
     CancelRequest, GetRequest, ListRequest, ReminderState, RescheduleRequest, ScheduleRequest,
     schedule_request::When,
@@ -24,7 +20,8 @@ use kit::proto::reminders::v1::{
 use kit::store_client::Expected;
 use kit::testing::eventually;
 
-const PATIENCE: Duration = Duration::from_secs(60);
+mod common;
+use common::{PATIENCE, all_of, at, read, start};
 
 /// The stream of a contact, as the services name it.
 fn contact(store: &TestStore, phone: &str) -> String {
@@ -32,86 +29,6 @@ fn contact(store: &TestStore, phone: &str) -> String {
         &store.common.contact_salt,
         &kit::phone::PhoneNumber::parse(phone, Default::default()).unwrap(),
     )
-}
-
-fn at(s: &str) -> Timestamp {
-    s.parse().unwrap()
-}
-
-fn config() -> reminder_scheduler::Config {
-    reminder_scheduler::Config {
-        grpc_addr: "127.0.0.1:0".parse().unwrap(),
-        http_addr: "127.0.0.1:0".parse().unwrap(),
-        send_window: Default::default(),
-        default_time_zone: "Europe/Moscow".into(),
-        jitter: Duration::from_secs(30 * 60),
-        max_lateness: Duration::from_secs(72 * 3600),
-        text: "Напоминаем о нашем разговоре.".into(),
-        text_en: "A reminder about our conversation.".into(),
-        timer_batch: 50,
-        fire_concurrency: 8,
-        poll: Duration::from_millis(50),
-    }
-}
-
-struct Instance {
-    api: ReminderServiceClient<tonic::transport::Channel>,
-    stop: CancellationToken,
-    task: tokio::task::JoinHandle<Result<(), reminder_scheduler::Error>>,
-}
-
-async fn start(store: &TestStore, clock: Arc<TestClock>) -> Instance {
-    let mut common = store.common.clone();
-    common.event_store_url = store.url();
-    let scheduler = reminder_scheduler::Scheduler::build(common, config(), clock)
-        .await
-        .unwrap();
-    let url = format!("http://{}", scheduler.grpc_addr());
-    let stop = CancellationToken::new();
-    let task = tokio::spawn(scheduler.run(stop.clone()));
-    let api = eventually("the API", PATIENCE, || {
-        let url = url.clone();
-        async move { ReminderServiceClient::connect(url).await.ok() }
-    })
-    .await;
-    Instance { api, stop, task }
-}
-
-async fn read(store: &TestStore, stream: &str) -> Vec<Event> {
-    store
-        .client
-        .grpc()
-        .read_stream(ReadStreamRequest {
-            stream: stream.into(),
-            from_version: 1,
-            max_count: 0,
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .events
-}
-
-/// Every event of `event_type` in the log.
-async fn all_of(store: &TestStore, event_type: &str) -> Vec<Event> {
-    let mut stream = store
-        .client
-        .grpc()
-        .read_all(ReadAllRequest {
-            filter: Some(Filter {
-                types: vec![event_type.into()],
-                ..Default::default()
-            }),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    let mut events = Vec::new();
-    while let Some(page) = stream.message().await.unwrap() {
-        events.extend(page.events);
-    }
-    events
 }
 
 async fn consent(
@@ -567,26 +484,12 @@ async fn the_api_is_idempotent_refuses_bad_input_and_pages() {
     scheduler.stop.cancel();
 }
 
-/// The projection as comparable text: every column but `updated_at` (the
-/// wall-clock time of the write, not a fact of the log), and the checkpoint.
+/// The reminders projection as comparable text, and the checkpoint.
 async fn projection_state(store: &TestStore) -> (Vec<String>, i64) {
-    let db = store.db.connect().await;
-    let rows = db
-        .query(
-            "SELECT (row_to_json(r)::jsonb - 'updated_at')::text FROM scheduler.reminders r ORDER BY reminder_id",
-            &[],
-        )
-        .await
-        .unwrap();
-    let checkpoint = db
-        .query_one(
-            "SELECT coalesce((SELECT position FROM scheduler.projection_checkpoint), 0)",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
-    (rows.iter().map(|r| r.get(0)).collect(), checkpoint)
+    (
+        common::rows(store, "reminders", "reminder_id").await,
+        common::checkpoint(store).await,
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -651,14 +554,7 @@ async fn rebuild_gives_exactly_the_state_the_live_service_had() {
         })
         .await
         .unwrap();
-    let head = store
-        .client
-        .grpc()
-        .head(())
-        .await
-        .unwrap()
-        .into_inner()
-        .position as i64;
+    let head = common::head(&store).await;
     let live = eventually("the live projection caught up", PATIENCE, || async {
         let state = projection_state(&store).await;
         (state.1 >= head).then_some(state)
