@@ -1,7 +1,9 @@
 //! Bitrix24 REST through an inbound webhook:
 //! `POST /rest/<user_id>/<secret>/<method>` with a JSON body, for
-//! `crm.lead.add`, `crm.lead.update` and `crm.lead.list` (with or without
-//! the `.json` suffix). Other methods are answered "method not found".
+//! `crm.lead.add`, `crm.lead.update`, `crm.lead.list` and
+//! `crm.company.list` (with or without the `.json` suffix). Other methods
+//! are answered "method not found". Companies are seeded by tests
+//! ([`crate::SimHandle::add_company`]); callflow only looks them up.
 //!
 //! Answers are `{"result": ..., "time": {...}}`; refusals are
 //! `{"error": "<CODE>", "error_description": "..."}`. Every call, whatever
@@ -18,6 +20,9 @@ use crate::Shared;
 use crate::faults::Target;
 use crate::pipeline::{Incoming, flexible_u64, json as json_response};
 use crate::state::{BitrixLead, digits};
+
+/// The field whose filter matches phone numbers by their digits.
+const PHONE: &str = "PHONE";
 
 /// `crm.*.list` pages hold 50 items, as in Bitrix24.
 const PAGE: usize = 50;
@@ -80,6 +85,7 @@ pub(crate) fn target_for(method: &str) -> Target {
         "crm.lead.add" => Target::BitrixLeadAdd,
         "crm.lead.update" => Target::BitrixLeadUpdate,
         "crm.lead.list" => Target::BitrixLeadList,
+        "crm.company.list" => Target::BitrixCompanyList,
         _ => Target::BitrixOther,
     }
 }
@@ -160,6 +166,7 @@ pub(crate) fn call(sim: &Shared, incoming: &Incoming) -> Response {
         match target {
             Target::BitrixLeadAdd => lead_add(sim, &body),
             Target::BitrixLeadUpdate => lead_update(sim, &body),
+            Target::BitrixCompanyList => company_list(sim, &body),
             _ => lead_list(sim, &body),
         }
     };
@@ -216,9 +223,11 @@ fn lead_update(sim: &Shared, body: &Map<String, Value>) -> Result<Value, Refusal
 }
 
 /// Whether a stored field value matches a filter value. Multi-fields
-/// (`PHONE`, `EMAIL`: arrays of `{"VALUE": ...}`) match on any value; phone
-/// numbers match on their digits.
-fn field_matches(stored: &Value, wanted: &Value) -> bool {
+/// (`PHONE`, `EMAIL`: arrays of `{"VALUE": ...}`) match on any value. Only
+/// phone numbers (`phone`) match on their digits: elsewhere `web-12345`
+/// and `app-12345` are different values, which matters for `ORIGIN_ID`,
+/// the key callflow finds its own leads by.
+fn field_matches(stored: &Value, wanted: &Value, phone: bool) -> bool {
     fn text(value: &Value) -> Option<String> {
         match value {
             Value::String(s) => Some(s.clone()),
@@ -234,7 +243,10 @@ fn field_matches(stored: &Value, wanted: &Value) -> bool {
     let same = |have: &str| {
         wanted.iter().any(|w| {
             w == have
-                || (!digits(w).is_empty() && digits(w) == digits(have) && digits(w).len() >= 5)
+                || (phone
+                    && !digits(w).is_empty()
+                    && digits(w) == digits(have)
+                    && digits(w).len() >= 5)
         })
     };
     match stored {
@@ -246,7 +258,14 @@ fn field_matches(stored: &Value, wanted: &Value) -> bool {
     }
 }
 
-fn lead_list(sim: &Shared, body: &Map<String, Value>) -> Result<Value, Refusal> {
+/// One page of `items` (id and fields) that pass the request's `filter`,
+/// as `crm.*.list` answers: equality filters only (`=FIELD` is the same as
+/// `FIELD`), every filter must match, pages of 50 from `start`, ids as
+/// strings. `select` is ignored: every field is listed.
+fn list<'a>(
+    body: &Map<String, Value>,
+    items: impl Iterator<Item = (u64, &'a Map<String, Value>)>,
+) -> Result<Value, Refusal> {
     let filter = match body.get("filter") {
         None | Some(Value::Null) => Map::new(),
         Some(Value::Object(filter)) => filter.clone(),
@@ -258,20 +277,16 @@ fn lead_list(sim: &Shared, body: &Map<String, Value>) -> Result<Value, Refusal> 
         }
     };
     let start = body.get("start").and_then(flexible_u64).unwrap_or(0) as usize;
-    let records = sim.records();
-    let matching: Vec<&BitrixLead> = records
-        .leads
-        .values()
-        .filter(|lead| {
+    let matching: Vec<(u64, &Map<String, Value>)> = items
+        .filter(|(id, fields)| {
             filter.iter().all(|(key, wanted)| {
-                // Only equality is simulated: `=FIELD` is the same as `FIELD`.
                 let key = key.trim_start_matches('=');
                 if key.eq_ignore_ascii_case("ID") {
-                    return field_matches(&Value::from(lead.id), wanted);
+                    return field_matches(&Value::from(*id), wanted, false);
                 }
-                lead.fields
-                    .get(key)
-                    .is_some_and(|stored| field_matches(stored, wanted))
+                fields.get(key).is_some_and(|stored| {
+                    field_matches(stored, wanted, key.eq_ignore_ascii_case(PHONE))
+                })
             })
         })
         .collect();
@@ -280,10 +295,10 @@ fn lead_list(sim: &Shared, body: &Map<String, Value>) -> Result<Value, Refusal> 
         .iter()
         .skip(start)
         .take(PAGE)
-        .map(|lead| {
-            let mut item = lead.fields.clone();
+        .map(|(id, fields)| {
+            let mut item = (*fields).clone();
             // Bitrix24 lists ids as strings.
-            item.insert("ID".into(), Value::String(lead.id.to_string()));
+            item.insert("ID".into(), Value::String(id.to_string()));
             Value::Object(item)
         })
         .collect();
@@ -292,6 +307,25 @@ fn lead_list(sim: &Shared, body: &Map<String, Value>) -> Result<Value, Refusal> 
         answer["next"] = json!(start + PAGE);
     }
     Ok(answer)
+}
+
+fn lead_list(sim: &Shared, body: &Map<String, Value>) -> Result<Value, Refusal> {
+    let records = sim.records();
+    list(
+        body,
+        records.leads.values().map(|lead| (lead.id, &lead.fields)),
+    )
+}
+
+fn company_list(sim: &Shared, body: &Map<String, Value>) -> Result<Value, Refusal> {
+    let records = sim.records();
+    list(
+        body,
+        records
+            .companies
+            .values()
+            .map(|company| (company.id, &company.fields)),
+    )
 }
 
 #[cfg(test)]
@@ -303,15 +337,26 @@ mod tests {
         assert_eq!(target_for("crm.lead.add.json"), Target::BitrixLeadAdd);
         assert_eq!(target_for("CRM.LEAD.UPDATE"), Target::BitrixLeadUpdate);
         assert_eq!(target_for("crm.lead.list"), Target::BitrixLeadList);
+        assert_eq!(
+            target_for("crm.company.list.json"),
+            Target::BitrixCompanyList
+        );
         assert_eq!(target_for("crm.contact.list.json"), Target::BitrixOther);
     }
 
     #[test]
     fn phone_filters_match_multi_fields_by_digits() {
         let stored = json!([{ "VALUE": "+7 999 111-22-33", "VALUE_TYPE": "WORK" }]);
-        assert!(field_matches(&stored, &json!("79991112233")));
-        assert!(!field_matches(&stored, &json!("79990000000")));
-        assert!(field_matches(&json!("WEB"), &json!(["CALL", "WEB"])));
-        assert!(!field_matches(&json!("WEB"), &json!("CALL")));
+        assert!(field_matches(&stored, &json!("79991112233"), true));
+        assert!(!field_matches(&stored, &json!("79990000000"), true));
+        assert!(field_matches(&json!("WEB"), &json!(["CALL", "WEB"]), false));
+        assert!(!field_matches(&json!("WEB"), &json!("CALL"), false));
+    }
+
+    #[test]
+    fn other_fields_match_exactly_not_by_digits() {
+        assert!(field_matches(&json!("cf-12345"), &json!("cf-12345"), false));
+        assert!(!field_matches(&json!("cf-12345"), &json!("x-12345"), false));
+        assert!(field_matches(&json!(42), &json!("42"), false));
     }
 }

@@ -5,6 +5,7 @@
 //! Refusals are `400 {"error": "..."}`.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Json;
 use axum::Router;
@@ -17,8 +18,10 @@ use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
+use crate::calls::{self, CallOutcome};
 use crate::faults::{Fault, Target};
 use crate::pipeline::parse_form;
+use crate::state::digits;
 use crate::{Shared, SimHandle, exolve};
 
 /// A control request the simulator cannot carry out.
@@ -65,6 +68,13 @@ pub(crate) fn routes() -> Router<Arc<Shared>> {
         .route("/_sim/slack/messages", get(slack_messages))
         .route("/_sim/bitrix/leads", get(bitrix_leads))
         .route("/_sim/voximplant/calls", get(voximplant_calls))
+        .route(
+            "/_sim/bitrix/companies",
+            post(add_company).get(bitrix_companies),
+        )
+        .route("/_sim/calls", get(placed_calls))
+        .route("/_sim/calls/scripts", post(script_calls))
+        .route("/_sim/calls/webhooks", post(set_call_events))
 }
 
 async fn reset(State(sim): State<Arc<Shared>>) -> Json<Value> {
@@ -244,4 +254,119 @@ async fn bitrix_leads(State(sim): State<Arc<Shared>>) -> Json<Value> {
 
 async fn voximplant_calls(State(sim): State<Arc<Shared>>) -> Json<Value> {
     Json(json!(handle(sim).voximplant_calls()))
+}
+
+async fn add_company(
+    State(sim): State<Arc<Shared>>,
+    body: Bytes,
+) -> Result<Json<Value>, BadRequest> {
+    let fields = match parse::<Value>(&body)? {
+        Value::Object(fields) if !fields.is_empty() => fields,
+        _ => {
+            return Err(BadRequest(
+                "give the company's fields as a non-empty object, e.g. {\"TITLE\": \"CPA Net\"}"
+                    .into(),
+            ));
+        }
+    };
+    let id = handle(sim).add_company(fields);
+    Ok(Json(json!({ "id": id })))
+}
+
+async fn bitrix_companies(State(sim): State<Arc<Shared>>) -> Json<Value> {
+    Json(json!(handle(sim).bitrix_companies()))
+}
+
+async fn placed_calls(State(sim): State<Arc<Shared>>) -> Json<Value> {
+    Json(json!(handle(sim).calls()))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CallScriptRequest {
+    phone: String,
+    outcomes: Vec<CallOutcome>,
+    #[serde(default)]
+    delay_ms: u64,
+}
+
+/// The longest delay a script may ask for; more is surely a typo.
+const MAX_DELAY_MS: u64 = 3_600_000;
+
+async fn script_calls(
+    State(sim): State<Arc<Shared>>,
+    body: Bytes,
+) -> Result<Json<Value>, BadRequest> {
+    let request: CallScriptRequest = parse(&body)?;
+    let phone = digits(&request.phone);
+    // The numbers providers dial: 11 to 15 digits with the country code.
+    if !(11..=15).contains(&phone.len()) {
+        return Err(BadRequest(format!(
+            "phone `{}` must have 11 to 15 digits, country code included",
+            request.phone
+        )));
+    }
+    if request.outcomes.is_empty() {
+        return Err(BadRequest("outcomes must not be empty".into()));
+    }
+    if request.delay_ms > MAX_DELAY_MS {
+        return Err(BadRequest(format!(
+            "delay_ms must be at most {MAX_DELAY_MS}"
+        )));
+    }
+    handle(sim).script_calls(
+        &phone,
+        &request.outcomes,
+        Duration::from_millis(request.delay_ms),
+    );
+    Ok(Json(json!({
+        "phone": phone,
+        "outcomes": request.outcomes,
+        "delay_ms": request.delay_ms,
+    })))
+}
+
+/// Every field is required-or-null in spirit: a missing one means null.
+/// Unknown fields are refused, so that a typo does not silently leave a
+/// provider unreported.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CallEventsRequest {
+    #[serde(default)]
+    voximplant: Option<String>,
+    #[serde(default)]
+    exolve: Option<String>,
+    #[serde(default)]
+    token: Option<String>,
+}
+
+async fn set_call_events(
+    State(sim): State<Arc<Shared>>,
+    body: Bytes,
+) -> Result<Json<Value>, BadRequest> {
+    let request: CallEventsRequest = parse(&body)?;
+    for (name, url) in [
+        ("voximplant", &request.voximplant),
+        ("exolve", &request.exolve),
+    ] {
+        if let Some(url) = url.as_deref().filter(|url| !calls::is_webhook_url(url)) {
+            return Err(BadRequest(format!(
+                "{name}: `{url}` is not an absolute http(s) URL"
+            )));
+        }
+    }
+    if request
+        .token
+        .as_deref()
+        .is_some_and(|t| t.trim().is_empty())
+    {
+        return Err(BadRequest("token is empty; give null for none".into()));
+    }
+    let answer = json!({
+        "voximplant": request.voximplant,
+        "exolve": request.exolve,
+        "token": request.token.is_some(),
+    });
+    handle(sim).set_call_events(request.voximplant, request.exolve, request.token);
+    Ok(Json(answer))
 }

@@ -1,6 +1,8 @@
 //! MTS Exolve: SMS (`SendSMS`, `GetList`), call transcriptions
 //! (`GetTranscribation`, `SetCallTranscribationState`), voice messages
 //! (`MakeVoiceMessage`) and answering-machine detection (`SetAmdState`).
+//! A voice message is a call: it is played from its destination's script
+//! and its outcome reported by [`crate::calls`].
 //!
 //! Every call is `POST` with a JSON body and `Authorization: Bearer <key>`;
 //! every refusal is `{"error": {"message": "..."}}` with a 4xx/5xx status.
@@ -14,6 +16,7 @@ use jiff::Timestamp;
 use serde_json::{Map, Value, json};
 
 use crate::Shared;
+use crate::calls::Placement;
 use crate::pipeline::{Incoming, flexible_u64, json as json_response};
 use crate::state::{SmsRecord, SmsStatus, VoiceMessage, digits};
 
@@ -451,7 +454,9 @@ pub(crate) fn make_voice_message(sim: &Shared, incoming: &Incoming) -> Response 
             return Err(Refusal::bad_request("invalid source"));
         }
         let destination = string(&body, "destination")?.unwrap_or_default();
-        if !is_phone(destination) {
+        // Unlike SendSMS, callflow's dialer may write the number in E.164
+        // with its `+`; only the digits must be a phone.
+        if !is_phone(destination.strip_prefix('+').unwrap_or(destination)) {
             return Err(Refusal::bad_request("invalid destination"));
         }
         let tts = match body.get("tts") {
@@ -472,6 +477,24 @@ pub(crate) fn make_voice_message(sim: &Shared, incoming: &Incoming) -> Response 
             text: text.to_owned(),
             voice,
         });
+        // Detection is a setting of the calling number, read as the call
+        // is placed.
+        let amd = records
+            .amd_states
+            .get(&digits(source))
+            .copied()
+            .unwrap_or(false);
+        drop(records);
+        sim.calls.place(
+            Placement::Exolve {
+                call_id,
+                source: source.to_owned(),
+                destination: destination.to_owned(),
+                amd,
+            },
+            destination,
+            sim.now(),
+        );
         Ok(json_response(StatusCode::OK, json!({ "call_id": call_id })))
     })
 }

@@ -41,6 +41,8 @@ pub enum Target {
     BitrixLeadUpdate,
     /// Bitrix24 `crm.lead.list`.
     BitrixLeadList,
+    /// Bitrix24 `crm.company.list`.
+    BitrixCompanyList,
     /// Any other Bitrix24 REST method (answered "method not found").
     BitrixOther,
     /// Voximplant `/platform_api/StartScenarios`.
@@ -48,7 +50,7 @@ pub enum Target {
 }
 
 impl Target {
-    pub const ALL: [Target; 13] = [
+    pub const ALL: [Target; 14] = [
         Target::ExolveSendSms,
         Target::ExolveGetList,
         Target::ExolveTranscription,
@@ -60,6 +62,7 @@ impl Target {
         Target::BitrixLeadAdd,
         Target::BitrixLeadUpdate,
         Target::BitrixLeadList,
+        Target::BitrixCompanyList,
         Target::BitrixOther,
         Target::Voximplant,
     ];
@@ -78,6 +81,7 @@ impl Target {
             Target::BitrixLeadAdd => "bitrix_lead_add",
             Target::BitrixLeadUpdate => "bitrix_lead_update",
             Target::BitrixLeadList => "bitrix_lead_list",
+            Target::BitrixCompanyList => "bitrix_company_list",
             Target::BitrixOther => "bitrix_other",
             Target::Voximplant => "voximplant",
         }
@@ -97,6 +101,7 @@ impl Target {
             Target::BitrixLeadAdd
             | Target::BitrixLeadUpdate
             | Target::BitrixLeadList
+            | Target::BitrixCompanyList
             | Target::BitrixOther => Provider::Bitrix,
             Target::Voximplant => Provider::Voximplant,
         }

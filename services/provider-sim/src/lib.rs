@@ -11,7 +11,8 @@
 //!
 //! ```no_run
 //! # async fn demo() -> std::io::Result<()> {
-//! use provider_sim::{Fault, ProviderSim, SimConfig, Target};
+//! use std::time::Duration;
+//! use provider_sim::{CallOutcome, Fault, ProviderSim, SimConfig, Target};
 //! use tokio_util::sync::CancellationToken;
 //!
 //! let sim = ProviderSim::bind("127.0.0.1:0", SimConfig::default()).await?;
@@ -22,6 +23,8 @@
 //!
 //! handle.script_transcript_chunks("123456789", 2, &[("1", "Здравствуйте"), ("2", "Да, напомните")]);
 //! handle.inject(Target::Telegram, Fault::rate_limited(3), 1);
+//! handle.set_call_events(Some("http://127.0.0.1:8080/hooks/voximplant".into()), None, None);
+//! handle.script_calls("+79161234567", &[CallOutcome::NoAnswer, CallOutcome::Human], Duration::ZERO);
 //! // ... exercise the code under test against `base_url` ...
 //! assert_eq!(handle.requests_to(Target::Telegram).len(), 2);
 //! shutdown.cancel();
@@ -34,8 +37,12 @@
 //! `PROVIDER_SIM_TELEGRAM_TOKEN` (`sim-telegram-token`),
 //! `PROVIDER_SIM_BITRIX_SECRET` (`sim-bitrix-secret`),
 //! `PROVIDER_SIM_SMS_DELIVERY_DELAY` (`0s`), `PROVIDER_SIM_BITRIX_BUCKET_SIZE`
-//! (`50`), `PROVIDER_SIM_BITRIX_REFILL_PER_SECOND` (`2`) and
-//! `PROVIDER_SIM_HANG_FOR` (`120s`).
+//! (`50`), `PROVIDER_SIM_BITRIX_REFILL_PER_SECOND` (`2`),
+//! `PROVIDER_SIM_HANG_FOR` (`120s`), and where placed calls are reported
+//! ([calls](#calls-scripts-and-outcome-reports)):
+//! `PROVIDER_SIM_VOXIMPLANT_EVENTS_URL`, `PROVIDER_SIM_EXOLVE_CALL_EVENTS_URL`
+//! and `PROVIDER_SIM_CALL_EVENTS_TOKEN` (all unset by default: calls are
+//! played but not reported, and reports carry no `Authorization`).
 //!
 //! # The providers
 //!
@@ -52,8 +59,8 @@
 //! | `/messaging/v1/GetList` | filters, see below | `{"messages": [...]}` |
 //! | `/statistics/call-record/v1/GetTranscribation` | `{"uid": 123}` (or `"123"`) | the scripted transcript; 404 `not found` while not ready, and forever for an unscripted uid |
 //! | `/number/v1/SetCallTranscribationState` | `{"number_code": 7999…, "call_transcribation": true}` | `{}` |
-//! | `/call/v1/MakeVoiceMessage` | `{"source", "destination", "tts": {"text", "voice"}}` | `{"call_id": <number>}` |
-//! | `/number/v1/SetAmdState` | `{"number_code", "amd": true}` | `{}` |
+//! | `/call/v1/MakeVoiceMessage` | `{"source", "destination", "service_id"?, "tts": {"text", "voice"}}`; `destination` 11–15 digits, a leading `+` allowed | `{"call_id": <number>}`; the call is [played and reported](#calls-scripts-and-outcome-reports) |
+//! | `/number/v1/SetAmdState` | `{"number_code", "amd": true}` | `{}`; calls from that number report `amd_result` |
 //!
 //! Numeric request fields (`uid`, `number_code`, `message_id`) are read as
 //! JSON numbers or digit strings, as Exolve's gRPC-gateway front does.
@@ -121,8 +128,11 @@
 //! → `{"result": <id>, "time": {...}}`; `crm.lead.update.json` `{"id",
 //! "fields"}` → `{"result": true, ...}` (fields merge into the lead);
 //! `crm.lead.list.json` `{"filter"?, "start"?}` → `{"result": [...],
-//! "total", "next"?}` (equality filters only; `PHONE` matches any of the
-//! lead's numbers by digits). Wrong secret: 401 `{"error":
+//! "total", "next"?}` (equality filters only, all must match, pages of 50;
+//! `PHONE` matches any of the lead's numbers by digits, every other field
+//! — `ORIGINATOR_ID`, `ORIGIN_ID`, ... — exactly); `crm.company.list.json`
+//! the same over the companies a test seeded ([`SimHandle::add_company`],
+//! `POST /_sim/bitrix/companies`), `select` ignored. Wrong secret: 401 `{"error":
 //! "INVALID_CREDENTIALS", ...}`; other methods: 404
 //! `ERROR_METHOD_NOT_FOUND`. Every call first passes the leaky bucket
 //! (size and refill configurable); overflow: 503 `{"error":
@@ -136,7 +146,72 @@
 //! `{"result": 1, "call_session_history_id", "media_session_access_url",
 //! "media_session_access_secure_url"}`. Custom data over 200 bytes, or no
 //! rule: HTTP 200 `{"error": {"code": 100, "msg": "..."}}`, as Voximplant
-//! reports request errors.
+//! reports request errors. When `script_custom_data` is callflow's JSON,
+//! `{"phone": "+79161234567", "ref": "<opaque>"}`, the scenario calls that
+//! phone and [reports the outcome](#calls-scripts-and-outcome-reports);
+//! any other custom data starts a scenario that plays nothing.
+//!
+//! # Calls: scripts and outcome reports
+//!
+//! Calls placed through Voximplant (`StartScenarios` with callflow's
+//! custom data) or Exolve (`MakeVoiceMessage`) are recorded
+//! ([`SimHandle::calls`], `GET /_sim/calls`: [`PlacedCall`]s) and played:
+//! each call to a number takes the next [`CallOutcome`] scripted for it
+//! ([`SimHandle::script_calls`], `POST /_sim/calls/scripts`), the last one
+//! repeating once the list is used up; an unscripted number answers
+//! `human` at once. Numbers match on their digits, so `+7…` and `7…` are
+//! one. Outcomes: `human`, `machine`, `no_answer`, `busy`, `unavailable`,
+//! `wrong_number`, `failed`, and `silent` (placed, never reported).
+//!
+//! After the script's delay (tokio's real time, not the simulator's clock)
+//! the provider's report is POSTed as JSON to the URL configured for it
+//! ([`SimHandle::set_call_events`], `POST /_sim/calls/webhooks`, or the
+//! environment), with `Authorization: Bearer <token>` when a token is set.
+//! Connection errors and non-2xx answers — a 404 included, since the
+//! report can arrive before the dialer has recorded the call id — are
+//! retried up to 20 tries in all, 100 ms apart at first, doubling up to
+//! 5 s; each try may take 10 s. Shutdown and reset stop pending reports.
+//! With no URL for the provider, the call is recorded and nothing is sent.
+//! Each [`PlacedCall`] shows its report body, `delivered` and
+//! `delivery_attempts`.
+//!
+//! **Voximplant** runs no real scenario; the report is what callflow's
+//! scenario is to send (its format is ours to define):
+//!
+//! ```json
+//! {"call_session_history_id": 3000000001, "custom_data": "<script_custom_data verbatim>",
+//!  "result": "Connected", "code": 0, "result_class": "HUMAN", "confidence": 92, "duration": 25}
+//! ```
+//!
+//! | outcome | `result` | `code` (SIP) | `result_class` | `confidence` | `duration` (s) |
+//! |---|---|---|---|---|---|
+//! | `human` | `Connected` | 0 | `HUMAN` | 92 | 25 |
+//! | `machine` | `Connected` | 0 | `VOICEMAIL` | 88 | 12 |
+//! | `no_answer` | `Failed` | 487 | `""` | 0 | 0 |
+//! | `busy` | `Failed` | 486 | `""` | 0 | 0 |
+//! | `unavailable` | `Failed` | 480 | `""` | 0 | 0 |
+//! | `wrong_number` | `Failed` | 404 | `""` | 0 | 0 |
+//! | `failed` | `Failed` | 402 | `""` | 0 | 0 |
+//!
+//! **Exolve** call event (a guess, not checked against the real service —
+//! like `GetList` above; `PROVIDERS.md` knows Exolve's call-events webhook
+//! only from third-party code, as `type` `b`/`s`/`d`/`e` events with
+//! `call_sid`, `from`, `to`, `cause_code`, and the simulator does *not*
+//! send that shape: an adapter must be checked against the real service
+//! before production):
+//!
+//! ```json
+//! {"call_id": "3000000001", "event": "call_finished", "status": "answered",
+//!  "amd_result": "human", "duration": 25, "source": "74951234567", "destination": "79161234567"}
+//! ```
+//!
+//! `status` is `answered` (`human`, `machine`), `no_answer`, `busy`,
+//! `unavailable`, `invalid_number` (`wrong_number`) or `failed`;
+//! `duration` as for Voximplant; `source` and `destination` as given to
+//! `MakeVoiceMessage`. `amd_result` is `human` or `machine` only when
+//! answering-machine detection was on (`SetAmdState`) for the `source`
+//! number when the call was placed; with it off, a machine answering is
+//! just `answered` with `amd_result` `""`.
 //!
 //! # Faults
 //!
@@ -152,7 +227,8 @@
 //! - `timeout`: the request is held open for [`SimConfig::hang_for`] (120 s)
 //!   or until the server shuts down, then answered 504. With `accepted`, the
 //!   provider first does the work — for SendSMS the SMS exists and shows in
-//!   `GetList`, a lead is created, a message posted — and only the answer is
+//!   `GetList`, a lead is created (and `crm.lead.list` finds it), a message
+//!   posted, a call placed, played and reported — and only the answer is
 //!   lost (the ambiguous outcome); without it, nothing happened.
 //! - `slow`: the normal answer after `delay_ms`.
 //!
@@ -166,7 +242,7 @@
 //! | route | body / query | effect |
 //! |---|---|---|
 //! | `GET /healthz`, `GET /readyz`, `GET /_sim/healthz` | | liveness (ready as soon as it listens) |
-//! | `POST /_sim/reset` | | forget records, scripts and faults |
+//! | `POST /_sim/reset` | | forget records, scripts, placed calls and faults, stop pending call reports (call events URLs stay) |
 //! | `POST /_sim/faults` | `{"target", "fault", "times"?}` | queue a fault `times` (1) times |
 //! | `GET /_sim/faults` | | queued faults per target |
 //! | `DELETE /_sim/faults` | | drop queued faults |
@@ -181,12 +257,17 @@
 //! | `GET /_sim/slack/messages` | | [`SlackMessage`]s |
 //! | `GET /_sim/bitrix/leads` | | [`BitrixLead`]s |
 //! | `GET /_sim/voximplant/calls` | | [`VoximplantCall`]s |
+//! | `POST /_sim/bitrix/companies` | the company's fields, `{"TITLE": "CPA Net", "UF_CRM_PARTNER_CODE": "cpa-net-7"}` | seed a company; `{"id": n}` |
+//! | `GET /_sim/bitrix/companies` | | [`BitrixCompany`]s |
+//! | `POST /_sim/calls/scripts` | `{"phone": "+79161234567", "outcomes": ["no_answer", "human"], "delay_ms"?: 0}` | script calls to a number (11–15 digits; outcomes non-empty; delay at most an hour) |
+//! | `GET /_sim/calls` | | [`PlacedCall`]s |
+//! | `POST /_sim/calls/webhooks` | `{"voximplant": url\|null, "exolve": url\|null, "token": "..."\|null}` | where reports go (a missing field is null; unknown fields, relative or non-http URLs and an empty token are refused) |
 //!
 //! Target names are snake case: `exolve_send_sms`, `exolve_get_list`,
 //! `exolve_transcription`, `exolve_transcription_state`,
 //! `exolve_voice_message`, `exolve_amd_state`, `telegram`, `slack`,
 //! `bitrix_lead_add`, `bitrix_lead_update`, `bitrix_lead_list`,
-//! `bitrix_other`, `voximplant`. Faults are `{"kind": "server_error",
+//! `bitrix_company_list`, `bitrix_other`, `voximplant`. Faults are `{"kind": "server_error",
 //! "status": 503}`, `{"kind": "rate_limited", "retry_after_secs": 3}`,
 //! `{"kind": "timeout", "accepted": true}`, `{"kind": "slow", "delay_ms":
 //! 500}`. Bad control requests get 400 `{"error": "..."}`.
@@ -200,10 +281,17 @@
 //! curl -XPOST localhost:9900/_sim/exolve/undeliverable -d '{"destination": "79990000000"}'
 //! curl 'localhost:9900/_sim/requests?target=telegram'
 //! curl localhost:9900/_sim/sms
+//! curl -XPOST localhost:9900/_sim/calls/webhooks -d '{"voximplant": "http://localhost:8080/hooks/voximplant",
+//!      "exolve": "http://localhost:8080/hooks/exolve", "token": "sim-call-events"}'
+//! curl -XPOST localhost:9900/_sim/calls/scripts -d '{"phone": "+79161234567",
+//!      "outcomes": ["no_answer", "no_answer", "human"], "delay_ms": 2000}'
+//! curl localhost:9900/_sim/calls
+//! curl -XPOST localhost:9900/_sim/bitrix/companies -d '{"TITLE": "CPA Net", "UF_CRM_PARTNER_CODE": "cpa-net-7"}'
 //! curl -XPOST localhost:9900/_sim/reset
 //! ```
 
 pub mod bitrix;
+pub mod calls;
 mod control;
 pub mod exolve;
 pub mod faults;
@@ -227,14 +315,15 @@ use axum::routing::{MethodFilter, on};
 use jiff::Timestamp;
 use kit::clock::SharedClock;
 use kit::config::parse_duration;
-use serde_json::{Value, json};
+use serde_json::{Map, Value, json};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+pub use calls::{CallOutcome, CallProvider, PlacedCall};
 pub use faults::{Fault, Provider, Target, UnknownTarget};
 pub use state::{
-    BitrixLead, RecordedRequest, SentSms, SlackMessage, SmsStatus, TelegramMessage, VoiceMessage,
-    VoximplantCall,
+    BitrixCompany, BitrixLead, RecordedRequest, SentSms, SlackMessage, SmsStatus, TelegramMessage,
+    VoiceMessage, VoximplantCall,
 };
 
 use faults::FaultQueues;
@@ -258,6 +347,13 @@ pub struct SimConfig {
     pub bitrix_refill_per_second: f64,
     /// How long a `timeout` fault holds a request open.
     pub hang_for: Duration,
+    /// Where the outcomes of calls placed through Voximplant are POSTed
+    /// (none: they are not reported).
+    pub voximplant_events_url: Option<String>,
+    /// Where the outcomes of calls placed through Exolve are POSTed.
+    pub exolve_call_events_url: Option<String>,
+    /// Sent as `Authorization: Bearer <token>` with every outcome report.
+    pub call_events_token: Option<String>,
     /// Where "now" comes from: SMS dates and delivery, transcript dates,
     /// the Bitrix bucket, request times.
     pub clock: SharedClock,
@@ -273,6 +369,9 @@ impl Default for SimConfig {
             bitrix_bucket_size: 50,
             bitrix_refill_per_second: 2.0,
             hang_for: Duration::from_secs(120),
+            voximplant_events_url: None,
+            exolve_call_events_url: None,
+            call_events_token: None,
             clock: kit::clock::system(),
         }
     }
@@ -286,6 +385,9 @@ impl std::fmt::Debug for SimConfig {
             .field("bitrix_bucket_size", &self.bitrix_bucket_size)
             .field("bitrix_refill_per_second", &self.bitrix_refill_per_second)
             .field("hang_for", &self.hang_for)
+            .field("voximplant_events_url", &self.voximplant_events_url)
+            .field("exolve_call_events_url", &self.exolve_call_events_url)
+            .field("call_events_token", &self.call_events_token.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -369,6 +471,54 @@ pub struct Config {
         value_parser = parse_duration
     )]
     pub hang_for: Duration,
+
+    /// URL the simulator POSTs Voximplant call outcome reports to (unset:
+    /// calls are played but not reported).
+    #[arg(
+        id = "provider_sim_voximplant_events_url",
+        long = "provider-sim-voximplant-events-url",
+        env = "PROVIDER_SIM_VOXIMPLANT_EVENTS_URL",
+        value_parser = parse_webhook_url
+    )]
+    pub voximplant_events_url: Option<String>,
+
+    /// URL the simulator POSTs Exolve call events to (unset: not reported).
+    #[arg(
+        id = "provider_sim_exolve_call_events_url",
+        long = "provider-sim-exolve-call-events-url",
+        env = "PROVIDER_SIM_EXOLVE_CALL_EVENTS_URL",
+        value_parser = parse_webhook_url
+    )]
+    pub exolve_call_events_url: Option<String>,
+
+    /// Bearer token the simulator sends with call outcome reports (unset: none).
+    #[arg(
+        id = "provider_sim_call_events_token",
+        long = "provider-sim-call-events-token",
+        env = "PROVIDER_SIM_CALL_EVENTS_TOKEN",
+        hide_env_values = true
+    )]
+    pub call_events_token: Option<String>,
+}
+
+/// An absolute http(s) URL, or empty (an empty environment variable means
+/// "not set").
+fn parse_webhook_url(text: &str) -> Result<String, String> {
+    let text = text.trim();
+    if text.is_empty() || calls::is_webhook_url(text) {
+        Ok(text.to_owned())
+    } else {
+        Err(format!("`{text}` is not an absolute http(s) URL"))
+    }
+}
+
+/// `None` for an unset or empty setting.
+fn non_empty(value: &Option<String>) -> Option<String> {
+    value
+        .as_deref()
+        .map(str::trim)
+        .filter(|v| !v.is_empty())
+        .map(str::to_owned)
 }
 
 impl Config {
@@ -382,6 +532,9 @@ impl Config {
             bitrix_bucket_size: self.bitrix_bucket_size,
             bitrix_refill_per_second: self.bitrix_refill_per_second.max(0.0),
             hang_for: self.hang_for,
+            voximplant_events_url: non_empty(&self.voximplant_events_url),
+            exolve_call_events_url: non_empty(&self.exolve_call_events_url),
+            call_events_token: non_empty(&self.call_events_token),
             clock,
         }
     }
@@ -417,7 +570,10 @@ pub(crate) struct Shared {
     pub base_url: String,
     records: Mutex<Records>,
     faults: Mutex<FaultQueues>,
-    /// Cancelled when the server shuts down, to release hung requests.
+    /// Placed calls, their scripts and their reports.
+    pub calls: Arc<calls::Desk>,
+    /// Cancelled when the server shuts down, to release hung requests and
+    /// stop pending call reports.
     stopping: CancellationToken,
 }
 
@@ -468,12 +624,20 @@ impl ProviderSim {
             ip => ip,
         };
         let base_url = format!("http://{}", SocketAddr::new(host, addr.port()));
+        let stopping = CancellationToken::new();
+        let webhooks = calls::Webhooks {
+            voximplant: config.voximplant_events_url.clone(),
+            exolve: config.exolve_call_events_url.clone(),
+            token: config.call_events_token.clone(),
+        };
+        let calls = Arc::new(calls::Desk::new(webhooks, stopping.clone())?);
         let shared = Arc::new(Shared {
             config,
             base_url,
             records: Mutex::new(Records::new()),
             faults: Mutex::new(FaultQueues::default()),
-            stopping: CancellationToken::new(),
+            calls,
+            stopping,
         });
         Ok(Self {
             listener,
@@ -723,10 +887,61 @@ impl SimHandle {
         self.shared.records().voximplant.clone()
     }
 
-    /// Forgets every record, script, switch and queued fault, and empties
-    /// the Bitrix bucket. Ids keep counting, so none is handed out twice.
+    /// Seeds a company into the Bitrix24 portal, for `crm.company.list`;
+    /// returns its id.
+    pub fn add_company(&self, fields: Map<String, Value>) -> u64 {
+        let mut records = self.shared.records();
+        let id = records.ids.company();
+        records
+            .companies
+            .insert(id, state::BitrixCompany { id, fields });
+        id
+    }
+
+    /// The portal's companies by id.
+    pub fn bitrix_companies(&self) -> Vec<BitrixCompany> {
+        self.shared.records().companies.values().cloned().collect()
+    }
+
+    /// Scripts how calls to `phone` end: each call placed to it (through
+    /// Voximplant or Exolve) takes the next of `outcomes`, the last one
+    /// repeating once they are used up, and is reported `delay` after it
+    /// was placed. The number is matched on its digits (`+7 916 …` and
+    /// `7916…` are one number). Scripting a number again replaces its
+    /// script and starts it over; an empty `outcomes` drops it. An
+    /// unscripted number answers `human` at once.
+    pub fn script_calls(&self, phone: &str, outcomes: &[CallOutcome], delay: Duration) {
+        self.shared.calls.script(phone, outcomes, delay);
+    }
+
+    /// Every call placed, oldest first, with how its report fared so far.
+    pub fn calls(&self) -> Vec<PlacedCall> {
+        self.shared.calls.calls()
+    }
+
+    /// Where call outcome reports go from now on, per provider (`None`:
+    /// not reported), and the bearer token sent with them (`None`: no
+    /// `Authorization` header). Replaces all three settings; reports still
+    /// waiting for their delay go to the new URLs.
+    pub fn set_call_events(
+        &self,
+        voximplant_url: Option<String>,
+        exolve_url: Option<String>,
+        token: Option<String>,
+    ) {
+        self.shared.calls.set_webhooks(calls::Webhooks {
+            voximplant: voximplant_url,
+            exolve: exolve_url,
+            token,
+        });
+    }
+
+    /// Forgets every record, script, switch, placed call and queued fault,
+    /// stops pending call reports, and empties the Bitrix bucket. Ids keep
+    /// counting, so none is handed out twice. The call events URLs stay.
     pub fn reset(&self) {
         self.shared.records().reset();
         self.shared.faults().clear();
+        self.shared.calls.reset();
     }
 }

@@ -1,7 +1,8 @@
 //! What the simulator remembers: every request it received, and what the
 //! providers hold as a result (sent SMS and their delivery, transcripts
-//! scripted by tests, per-number switches, chat messages, CRM leads, started
-//! scenarios). Tests read it through [`crate::SimHandle`] or `/_sim/...`.
+//! scripted by tests, per-number switches, chat messages, CRM leads and
+//! companies, started scenarios). Placed calls and their scripts live in
+//! [`crate::calls`], which reports from tasks of its own. Tests read it through [`crate::SimHandle`] or `/_sim/...`.
 //!
 //! The public record types serialise to the JSON the control API returns
 //! and deserialise from it, so another process can read them back as the
@@ -121,6 +122,14 @@ pub struct BitrixLead {
     pub updates: u32,
 }
 
+/// A company in the simulated Bitrix24 portal, seeded by a test
+/// ([`crate::SimHandle::add_company`]) for `crm.company.list` to find.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct BitrixCompany {
+    pub id: u64,
+    pub fields: Map<String, Value>,
+}
+
 /// A scenario started through Voximplant's `StartScenarios`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct VoximplantCall {
@@ -195,6 +204,7 @@ pub(crate) struct Ids {
     next_call: u64,
     next_telegram: u64,
     next_lead: u64,
+    next_company: u64,
     next_session: u64,
 }
 
@@ -208,6 +218,7 @@ impl Ids {
             next_call: rand::random_range(1_000_000_000..5_000_000_000),
             next_telegram: 1,
             next_lead: rand::random_range(1_000..100_000),
+            next_company: rand::random_range(1_000..100_000),
             next_session: rand::random_range(1_000_000_000..5_000_000_000),
         }
     }
@@ -234,6 +245,10 @@ impl Ids {
         Self::take(&mut self.next_lead)
     }
 
+    pub fn company(&mut self) -> u64 {
+        Self::take(&mut self.next_company)
+    }
+
     pub fn session(&mut self) -> u64 {
         Self::take(&mut self.next_session)
     }
@@ -253,6 +268,7 @@ pub(crate) struct Records {
     pub telegram: Vec<TelegramMessage>,
     pub slack: Vec<SlackMessage>,
     pub leads: BTreeMap<u64, BitrixLead>,
+    pub companies: BTreeMap<u64, BitrixCompany>,
     pub bitrix_bucket: LeakyBucket,
     pub voximplant: Vec<VoximplantCall>,
 }
@@ -272,6 +288,7 @@ impl Records {
             telegram: Vec::new(),
             slack: Vec::new(),
             leads: BTreeMap::new(),
+            companies: BTreeMap::new(),
             bitrix_bucket: LeakyBucket::default(),
             voximplant: Vec::new(),
         }

@@ -6,12 +6,17 @@
 //! token, since checking RS256 signatures would test nothing of callflow's.
 //! Like Voximplant, it reports request errors with HTTP 200 and
 //! `{"error": {"code", "msg"}}`.
+//!
+//! When `script_custom_data` is callflow's `{"phone", "ref"}` JSON, the
+//! scenario "dials" that phone: the call is played from its script and the
+//! scenario's report is sent by [`crate::calls`].
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::Response;
 use serde_json::{Map, Value, json};
 
 use crate::Shared;
+use crate::calls::{self, Placement};
 use crate::pipeline::{Incoming, flexible_u64, form_object, json as json_response};
 use crate::state::VoximplantCall;
 
@@ -96,15 +101,34 @@ pub(crate) fn start_scenarios(sim: &Shared, incoming: &Incoming) -> Response {
     {
         return invalid("Invalid parameter: script_custom_data is longer than 200 bytes");
     }
+    // callflow's dialer writes `{"phone": ..., "ref": ...}`; other custom
+    // data starts a scenario the simulator has no callee for.
+    let phone = script_custom_data
+        .as_deref()
+        .and_then(calls::custom_data_phone);
     let mut records = sim.records();
     let session = records.ids.session();
     records.voximplant.push(VoximplantCall {
         call_session_history_id: session,
         rule_id,
         rule_name,
-        script_custom_data,
+        script_custom_data: script_custom_data.clone(),
     });
     drop(records);
+    match (phone, script_custom_data) {
+        (Some(phone), Some(custom_data)) => sim.calls.place(
+            Placement::Voximplant {
+                session,
+                custom_data,
+            },
+            &phone,
+            sim.now(),
+        ),
+        _ => tracing::debug!(
+            session,
+            "scenario started without callflow's custom data; no call is played"
+        ),
+    }
     // The media session URL lets a caller talk to the running scenario;
     // the simulator runs no scenario, so it only has to look the part.
     let url = format!("{}/_sim/voximplant/media/{session}", sim.base_url);

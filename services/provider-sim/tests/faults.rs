@@ -83,6 +83,27 @@ async fn server_errors_take_each_providers_shape_and_are_consumed() {
 }
 
 #[tokio::test]
+async fn company_lists_have_their_own_fault_queue() {
+    let sim = start_default().await;
+    let (status, _) = control(
+        &sim,
+        reqwest::Method::POST,
+        "/_sim/faults",
+        Some(json!({"target": "bitrix_company_list", "fault": {"kind": "server_error", "status": 503}})),
+    )
+    .await;
+    assert_eq!(status, 200);
+    // A lead list is another target: it answers normally.
+    let (status, _) = json_of(sim.bitrix("crm.lead.list.json", json!({})).await).await;
+    assert_eq!(status, 200);
+    let (status, body) = json_of(sim.bitrix("crm.company.list.json", json!({})).await).await;
+    assert_eq!(status, 503);
+    assert_eq!(body["error"], json!("INTERNAL_SERVER_ERROR"));
+    let (status, _) = json_of(sim.bitrix("crm.company.list.json", json!({})).await).await;
+    assert_eq!(status, 200);
+}
+
+#[tokio::test]
 async fn faults_queue_in_order_per_target() {
     let sim = start_default().await;
     sim.handle
@@ -224,6 +245,53 @@ async fn a_timeout_after_accepting_works_for_any_side_effect() {
         .expect_err("hangs");
     assert!(error.is_timeout());
     assert_eq!(sim.handle.bitrix_leads().len(), 1);
+}
+
+/// callflow's ambiguous case: crm.lead.add is carried out but its answer
+/// never comes; the lead must already be findable by the keys callflow
+/// reconciles on, while the request still hangs.
+#[tokio::test]
+async fn a_lead_added_before_a_lost_answer_is_found_by_its_origin_while_hanging() {
+    let sim = start_default().await;
+    sim.handle
+        .inject(Target::BitrixLeadAdd, Fault::timeout_after_accepting(), 1);
+    let request = {
+        let http = sim.http.clone();
+        let url = sim.url("/rest/1/sim-bitrix-secret/crm.lead.add.json");
+        tokio::spawn(async move {
+            http.post(url)
+                .json(&json!({"fields": {
+                    "TITLE": "Заявка с сайта", "ORIGINATOR_ID": "callflow", "ORIGIN_ID": "cf-lead-42",
+                }}))
+                .send()
+                .await
+        })
+    };
+    for _ in 0..400 {
+        if !sim.handle.bitrix_leads().is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let leads = sim.handle.bitrix_leads();
+    assert_eq!(leads.len(), 1, "the lead exists before any answer");
+    let adds = sim.handle.requests_to(Target::BitrixLeadAdd);
+    assert_eq!(adds.len(), 1);
+    assert_eq!(adds[0].status, None, "the add is still unanswered");
+    assert!(!request.is_finished());
+
+    let (status, found) = json_of(
+        sim.bitrix(
+            "crm.lead.list.json",
+            json!({"filter": {"ORIGINATOR_ID": "callflow", "ORIGIN_ID": "cf-lead-42"}}),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(found["total"], json!(1));
+    assert_eq!(found["result"][0]["ID"], json!(leads[0].id.to_string()));
+    request.abort();
 }
 
 #[tokio::test]

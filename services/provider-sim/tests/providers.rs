@@ -713,6 +713,129 @@ async fn bitrix_bucket_overflows_with_query_limit_exceeded_and_drains() {
     let _ = BITRIX_SECRET;
 }
 
+#[tokio::test]
+async fn bitrix_lead_list_finds_callflows_leads_by_originator_and_origin_id() {
+    let sim = start_default().await;
+    let mut ids = Vec::new();
+    for origin in ["cf-lead-12345", "cf-lead-67890"] {
+        let (status, added) = json_of(
+            sim.bitrix(
+                "crm.lead.add.json",
+                json!({"fields": {
+                    "TITLE": "Заявка с сайта", "ORIGINATOR_ID": "callflow", "ORIGIN_ID": origin,
+                }}),
+            )
+            .await,
+        )
+        .await;
+        assert_eq!(status, 200);
+        ids.push(added["result"].as_u64().unwrap());
+    }
+    let list = |filter: Value| sim.bitrix("crm.lead.list.json", json!({ "filter": filter }));
+
+    let (status, found) =
+        json_of(list(json!({"ORIGINATOR_ID": "callflow", "ORIGIN_ID": "cf-lead-67890"})).await)
+            .await;
+    assert_eq!(status, 200);
+    assert_eq!(found["total"], json!(1));
+    assert_eq!(found["result"][0]["ID"], json!(ids[1].to_string()));
+    assert_eq!(found["result"][0]["ORIGIN_ID"], json!("cf-lead-67890"));
+
+    // `=FIELD` is the same filter; both leads share the originator.
+    let (_, both) = json_of(list(json!({"=ORIGINATOR_ID": "callflow"})).await).await;
+    assert_eq!(both["total"], json!(2));
+    // Ids are not phone numbers: the same digits under another prefix, or
+    // another originator, find nothing.
+    for filter in [
+        json!({"ORIGIN_ID": "other-12345"}),
+        json!({"ORIGINATOR_ID": "someone-else", "ORIGIN_ID": "cf-lead-12345"}),
+    ] {
+        let (_, none) = json_of(list(filter.clone()).await).await;
+        assert_eq!(none["total"], json!(0), "{filter}");
+    }
+}
+
+#[tokio::test]
+async fn bitrix_company_list_filters_seeded_companies_and_pages() {
+    let sim = start_default().await;
+    let mut fields = serde_json::Map::new();
+    fields.insert("TITLE".into(), json!("CPA Net"));
+    fields.insert("UF_CRM_PARTNER_CODE".into(), json!("cpa-net-7"));
+    let cpa = sim.handle.add_company(fields);
+    let response = sim
+        .http
+        .post(sim.url("/_sim/bitrix/companies"))
+        .json(&json!({"TITLE": "Leadgen", "UF_CRM_PARTNER_CODE": "leadgen-1"}))
+        .send()
+        .await
+        .unwrap();
+    let (status, seeded) = json_of(response).await;
+    assert_eq!(status, 200);
+    let leadgen = seeded["id"].as_u64().expect("numeric id");
+    assert_ne!(cpa, leadgen);
+    assert_eq!(sim.handle.bitrix_companies().len(), 2);
+
+    let (status, found) = json_of(
+        sim.bitrix(
+            "crm.company.list.json",
+            json!({"filter": {"UF_CRM_PARTNER_CODE": "cpa-net-7"}, "select": ["ID", "TITLE"]}),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(found["total"], json!(1));
+    assert_eq!(found["result"][0]["ID"], json!(cpa.to_string()));
+    assert_eq!(found["result"][0]["TITLE"], json!("CPA Net"));
+    assert!(found["time"]["start"].is_number());
+    assert_eq!(sim.handle.requests_to(Target::BitrixCompanyList).len(), 1);
+
+    let (_, none) = json_of(
+        sim.bitrix(
+            "crm.company.list",
+            json!({"filter": {"UF_CRM_PARTNER_CODE": "cpa-net-8"}}),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(none["total"], json!(0));
+    assert_eq!(none["result"], json!([]));
+    let (_, by_id) = json_of(
+        sim.bitrix("crm.company.list", json!({"filter": {"ID": leadgen}}))
+            .await,
+    )
+    .await;
+    assert_eq!(by_id["result"][0]["TITLE"], json!("Leadgen"));
+
+    // Pages of 50, as crm.lead.list.
+    for i in 0..60 {
+        let mut fields = serde_json::Map::new();
+        fields.insert("TITLE".into(), json!(format!("Partner {i}")));
+        fields.insert("INDUSTRY".into(), json!("ADVERTISING"));
+        sim.handle.add_company(fields);
+    }
+    let filter = json!({"INDUSTRY": "ADVERTISING"});
+    let (_, first) = json_of(
+        sim.bitrix("crm.company.list", json!({"filter": filter}))
+            .await,
+    )
+    .await;
+    assert_eq!(first["total"], json!(60));
+    assert_eq!(first["result"].as_array().unwrap().len(), 50);
+    assert_eq!(first["next"], json!(50));
+    let (_, second) = json_of(
+        sim.bitrix("crm.company.list", json!({"filter": filter, "start": 50}))
+            .await,
+    )
+    .await;
+    assert_eq!(second["result"].as_array().unwrap().len(), 10);
+    assert!(second.get("next").is_none());
+
+    // Leads and companies are apart.
+    let (_, leads) = json_of(sim.bitrix("crm.lead.list", json!({})).await).await;
+    assert_eq!(leads["total"], json!(0));
+}
+
 // ------------------------------------------------------------- Voximplant
 
 #[tokio::test]
