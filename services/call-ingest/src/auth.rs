@@ -6,6 +6,8 @@ use axum::http::HeaderMap;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
+use kit::api_error::{bearer, constant_time_eq};
+
 use crate::errors::ApiError;
 
 /// Header carrying `sha256=<hex of HMAC-SHA256(secret, raw body)>`.
@@ -66,19 +68,6 @@ impl Credentials {
             "missing or wrong credentials: send `Authorization: Bearer <token>` or `X-Callflow-Signature: sha256=<hex HMAC-SHA256 of the body>`",
         ))
     }
-}
-
-fn bearer(headers: &HeaderMap) -> Option<&str> {
-    let value = headers
-        .get(axum::http::header::AUTHORIZATION)?
-        .to_str()
-        .ok()?;
-    let (scheme, token) = value.split_once(' ')?;
-    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// The signature header value for `body` under `secret` (for clients and tests).

@@ -1,7 +1,9 @@
-//! Error answers of the HTTP edge: always JSON, always saying what was wrong
+//! Error answers of callflow's HTTP endpoints (webhooks, JSON queries):
+//! always JSON, always saying what was wrong
 //! and, for bad input, which field.
 
 use axum::Json;
+use axum::http::HeaderMap;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
@@ -84,5 +86,30 @@ impl IntoResponse for ApiError {
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
         response
+    }
+}
+
+/// The token of an `Authorization: Bearer <token>` header.
+pub fn bearer(headers: &HeaderMap) -> Option<&str> {
+    let value = headers
+        .get(axum::http::header::AUTHORIZATION)?
+        .to_str()
+        .ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+}
+
+/// Compares secrets without telling by its timing how much matched.
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Accepts a request carrying `Authorization: Bearer <expected>`.
+pub fn check_bearer(expected: &str, headers: &HeaderMap) -> Result<(), ApiError> {
+    match bearer(headers) {
+        Some(given) if constant_time_eq(given.as_bytes(), expected.as_bytes()) => Ok(()),
+        _ => Err(ApiError::unauthorized(
+            "missing or wrong credentials: send `Authorization: Bearer <token>`",
+        )),
     }
 }

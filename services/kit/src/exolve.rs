@@ -1,5 +1,6 @@
 //! MTS Exolve's HTTP API, as callflow's services use it: transcriptions,
-//! the transcription switch of a number, SMS. Every call is a `POST` with a
+//! the transcription switch of a number, SMS, outbound voice calls with
+//! answering-machine detection. Every call is a `POST` with a
 //! JSON body and `Authorization: Bearer <application API key>`.
 //!
 //! Failures are classified for the caller's retry policy ([`ExolveError`]):
@@ -286,6 +287,52 @@ impl ExolveClient {
             .cloned()
             .unwrap_or_default();
         Ok(messages.iter().map(parse_listed).collect())
+    }
+}
+
+impl ExolveClient {
+    /// `MakeVoiceMessage`: calls `destination` (digits) from `source` (one
+    /// of the application's numbers, digits) and speaks `text`. Returns
+    /// Exolve's call id. No idempotency key: after
+    /// [`ExolveError::Ambiguous`] the call may or may not ring.
+    pub async fn make_voice_message(
+        &self,
+        source: &str,
+        destination: &str,
+        text: &str,
+        voice: &str,
+    ) -> Result<String, ExolveError> {
+        let body = self
+            .post(
+                "/call/v1/MakeVoiceMessage",
+                json!({
+                    "source": source,
+                    "destination": destination,
+                    "tts": { "text": text, "voice": voice },
+                }),
+            )
+            .await?;
+        let id = text_of(body.get("call_id"));
+        if id.is_empty() {
+            return Err(ExolveError::Ambiguous(format!(
+                "MakeVoiceMessage answered without a call id: {body}"
+            )));
+        }
+        Ok(id)
+    }
+
+    /// `SetAmdState`: answering-machine detection on calls from one of the
+    /// application's numbers (digits).
+    pub async fn set_amd(&self, number_digits: &str, enabled: bool) -> Result<(), ExolveError> {
+        let number: u64 = number_digits
+            .parse()
+            .map_err(|_| ExolveError::Permanent(format!("`{number_digits}` is not a number")))?;
+        self.post(
+            "/number/v1/SetAmdState",
+            json!({ "number_code": number, "amd": enabled }),
+        )
+        .await
+        .map(|_| ())
     }
 }
 

@@ -9,6 +9,7 @@
 //! consumer helper ([`consumer`]), rebuildable read models ([`projection`]) and
 //! E.164 phone numbers ([`phone`]).
 
+pub mod api_error;
 pub mod bench;
 pub mod bus;
 pub mod clock;
@@ -23,6 +24,7 @@ pub mod json;
 pub mod local_time;
 pub mod phone;
 pub mod projection;
+pub mod rate_limit;
 pub mod shutdown;
 pub mod store_client;
 pub mod telemetry;

@@ -7,8 +7,7 @@
 //! have no idempotency key, so an attempt whose outcome is unknown is not
 //! repeated: at most once.
 
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::{Value, json};
 
@@ -18,47 +17,27 @@ use kit::proto::events::v1::{
     Event, NotificationAttemptFailed, NotificationAttempted, NotificationFailed, NotificationSent,
 };
 use kit::proto::eventstore::v1::ReadStreamRequest;
+use kit::rate_limit::TokenBucket;
 use kit::store_client::{AppendError, EventStoreClient, Expected};
 
 use crate::channels::{self, SendError};
 use crate::rules::{Rules, Target};
 use crate::templates;
 
-/// A token bucket: `per_minute` messages a minute, bursts of up to a tenth
+/// A destination's limit: `per_minute` messages a minute, bursts of up to a tenth
 /// of that (at least one).
-pub struct RateLimit {
-    per_minute: f64,
-    burst: f64,
-    state: Mutex<(f64, Instant)>,
-}
+pub struct RateLimit(TokenBucket);
 
 impl RateLimit {
     pub fn new(per_minute: u32) -> Self {
         let per_minute = f64::from(per_minute.max(1));
-        let burst = (per_minute / 10.0).max(1.0);
-        Self {
-            per_minute,
-            burst,
-            state: Mutex::new((burst, Instant::now())),
-        }
+        // A tenth of a minute's allowance may go out at once.
+        Self(TokenBucket::new(per_minute / 60.0, per_minute / 10.0))
     }
 
     /// Takes a token, or says how long until one is available.
     pub fn take(&self) -> Result<(), Duration> {
-        let mut state = self.state.lock().expect("rate limit lock");
-        let (tokens, last) = *state;
-        let now = Instant::now();
-        let refilled = (tokens + now.duration_since(last).as_secs_f64() * self.per_minute / 60.0)
-            .min(self.burst);
-        if refilled >= 1.0 {
-            *state = (refilled - 1.0, now);
-            Ok(())
-        } else {
-            *state = (refilled, now);
-            Err(Duration::from_secs_f64(
-                (1.0 - refilled) * 60.0 / self.per_minute,
-            ))
-        }
+        self.0.take()
     }
 }
 

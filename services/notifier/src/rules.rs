@@ -220,7 +220,8 @@ impl Rules {
 }
 
 /// The rules when no file is given: the managers' Telegram chat hears about
-/// consents, failed SMS, leads that cannot be called and parked messages.
+/// consents, failed SMS, parked messages and the web leads' news: new,
+/// confirmed, rejected (cannot be called) and needing a person.
 pub fn defaults(telegram_url: &str, token: &str, chat_id: &str) -> Rules {
     Rules {
         targets: vec![Target {
@@ -236,7 +237,10 @@ pub fn defaults(telegram_url: &str, token: &str, chat_id: &str) -> Rules {
             events: vec![
                 "ConsentAnalyzed".into(),
                 "SmsFailed".into(),
+                "LeadReceived".into(),
+                "LeadConfirmed".into(),
                 "LeadRejected".into(),
+                "LeadNeedsManualProcessing".into(),
                 "DeadLettered".into(),
             ],
             destination: "managers".into(),

@@ -7,8 +7,8 @@ use std::collections::BTreeMap;
 use kit::events::decode;
 use kit::proto::events::v1::{
     CallCompleted, ConsentAnalyzed, ConsentDecision, ContactOptedOut, DeadLettered, Event,
-    LeadRejected, ReminderDue, ReminderScheduled, SmsDelivered, SmsFailed, SmsSent, SmsUndelivered,
-    TranscriptionFailed,
+    LeadClosed, LeadConfirmed, LeadNeedsManualProcessing, LeadReceived, LeadRejected, ReminderDue,
+    ReminderScheduled, SmsDelivered, SmsFailed, SmsSent, SmsUndelivered, TranscriptionFailed,
 };
 
 /// The fields of `event` a template may name.
@@ -130,6 +130,48 @@ pub fn fields(event: &Event) -> BTreeMap<&'static str, String> {
                 f.insert("ref", e.r#ref);
             }
         }
+        "LeadReceived" => {
+            if let Ok(e) = decode::<LeadReceived>(event) {
+                f.insert("lead_id", e.lead_id);
+                f.insert("name", e.name);
+                f.insert("phone", e.phone);
+                f.insert("city", e.city);
+                f.insert("site", e.site);
+                f.insert("partner_id", e.partner_id);
+                f.insert("order_id", e.order_id);
+                f.insert("amount", money(e.amount_minor, &e.currency));
+                f.insert("ref", e.r#ref);
+            }
+        }
+        "LeadConfirmed" => {
+            if let Ok(e) = decode::<LeadConfirmed>(event) {
+                f.insert("lead_id", e.lead_id);
+                f.insert("attempt", e.attempt.to_string());
+                f.insert("site", e.site);
+                f.insert("partner_id", e.partner_id);
+                f.insert("order_id", e.order_id);
+                f.insert("amount", money(e.amount_minor, &e.currency));
+            }
+        }
+        "LeadNeedsManualProcessing" => {
+            if let Ok(e) = decode::<LeadNeedsManualProcessing>(event) {
+                f.insert("lead_id", e.lead_id);
+                f.insert("reason", e.reason);
+                f.insert("detail", e.detail);
+                f.insert("site", e.site);
+                f.insert("partner_id", e.partner_id);
+            }
+        }
+        "LeadClosed" => {
+            if let Ok(e) = decode::<LeadClosed>(event) {
+                f.insert("lead_id", e.lead_id);
+                f.insert("reason", e.reason);
+                f.insert("detail", e.detail);
+                f.insert("attempts", e.attempts.to_string());
+                f.insert("site", e.site);
+                f.insert("partner_id", e.partner_id);
+            }
+        }
         "CallCompleted" => {
             if let Ok(e) = decode::<CallCompleted>(event) {
                 f.insert("call_id", e.call_id);
@@ -141,6 +183,11 @@ pub fn fields(event: &Event) -> BTreeMap<&'static str, String> {
         _ => {}
     }
     f
+}
+
+/// An amount in minor units as people read it: `1990.50 RUB`.
+fn money(minor: i64, currency: &str) -> String {
+    format!("{}.{:02} {currency}", minor / 100, minor.abs() % 100)
 }
 
 /// The template used when a rule gives none.
@@ -163,6 +210,14 @@ pub fn default_template(event_type: &str) -> &'static str {
         "LeadRejected" => {
             "Lead {ref} from {site} (partner {partner_id}) will not be called: {detail}. Please handle it by hand."
         }
+        "LeadReceived" => {
+            "New lead from {site}: order {order_id}, {amount}, {name} {phone} ({city}), partner {partner_id}"
+        }
+        "LeadConfirmed" => {
+            "Order {order_id} on {site} confirmed by the client on call {attempt} ({amount})"
+        }
+        "LeadNeedsManualProcessing" => "Lead {lead_id} from {site} needs a person: {detail}",
+        "LeadClosed" => "Lead {lead_id} from {site} closed after {attempts} call(s): {detail}",
         _ => "{type} in {stream} at {occurred_at}",
     }
 }
