@@ -1,4 +1,5 @@
-//! sms-sender: sends due reminders as SMS through MTS Exolve, exactly once,
+//! sms-sender: sends due reminders and ordered SMS (`SmsOrdered`, from the
+//! lead call-back) through MTS Exolve, exactly once,
 //! never to someone who opted out and never in their quiet hours
 //! ([`sending`]), counting parts by encoding ([`segments`]), and follows
 //! delivery by polling the provider ([`delivery`]).
@@ -24,7 +25,7 @@ use kit::db::Migration;
 use kit::exolve::ExolveConfig;
 use kit::health::Health;
 use kit::local_time::SendWindow;
-use kit::proto::events::v1::ReminderDue;
+use kit::proto::events::v1::{ReminderDue, SmsOrdered};
 
 /// Name of the service (consumer, producer).
 pub const NAME: &str = "sms-sender";
@@ -209,16 +210,36 @@ pub async fn run(
             quiet_recheck: config.quiet_recheck,
         },
     };
-    let consumer = ConsumerConfig {
+    let reminders = ConsumerConfig {
         concurrency: config.concurrency,
         ..ConsumerConfig::new(
             NAME,
             bus.subject("reminder", kit::events::type_of::<ReminderDue>()),
         )
     };
-    let result = consumer::run(bus, store, consumer, Arc::new(sender), shutdown).await;
+    // NATS 2.9 gives a consumer one subject filter: orders (from any
+    // stream) have their own durable consumer.
+    let orders = ConsumerConfig {
+        concurrency: config.concurrency,
+        ..ConsumerConfig::new(
+            format!("{NAME}-orders"),
+            bus.subject("*", kit::events::type_of::<SmsOrdered>()),
+        )
+    };
+    let sender = Arc::new(sender);
+    let (reminders, orders) = tokio::join!(
+        consumer::run(
+            bus.clone(),
+            store.clone(),
+            reminders,
+            sender.clone(),
+            shutdown.clone()
+        ),
+        consumer::run(bus, store, orders, sender, shutdown),
+    );
     tasks.close();
     tasks.wait().await;
-    result?;
+    reminders?;
+    orders?;
     Ok(())
 }

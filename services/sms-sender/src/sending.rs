@@ -1,13 +1,15 @@
-//! Sending one SMS for a due reminder, exactly once.
+//! Sending one SMS, for a due reminder or an order (`SmsOrdered`, from the
+//! lead call-back), exactly once.
 //!
-//! The SMS's stream (`sms-<id>`, the id derived from the `ReminderDue`) is
-//! both its record and its lock. Every handling reads it and continues from
+//! The SMS's stream (`sms-<id>`, the id derived from the `ReminderDue`, or
+//! the order's own) is both its record and its lock. Every handling reads it and continues from
 //! where it stands:
 //!
 //! 1. sent or finally failed: nothing to do (a redelivery);
 //! 2. the recipient opted out (checked now, not when scheduled): `SmsFailed`;
 //! 3. quiet hours in the recipient's zone: come back when the window opens
-//!    (checked before the first attempt and before every retry);
+//!    (checked before the first attempt and before every retry), unless the
+//!    order says the SMS answers the client's own request just made;
 //! 4. `SmsRequested` with the rendered text and its parts, once;
 //! 5. an attempt without an outcome (the sender crashed, or the provider
 //!    took the request and never answered): look the SMS up in the
@@ -34,8 +36,8 @@ use kit::exolve::{ExolveClient, ExolveError, SmsQuery};
 use kit::local_time::SendWindow;
 use kit::phone::{DefaultRegion, PhoneNumber};
 use kit::proto::events::v1::{
-    Event, MessageKind, ReminderDue, SmsAttemptFailed, SmsAttempted, SmsFailed, SmsRequested,
-    SmsSent,
+    Event, MessageKind, ReminderDue, SmsAttemptFailed, SmsAttempted, SmsFailed, SmsOrdered,
+    SmsRequested, SmsSent,
 };
 use kit::proto::eventstore::v1::ReadStreamRequest;
 use kit::store_client::{AppendError, EventStoreClient, Expected};
@@ -61,7 +63,58 @@ pub struct Rules {
     pub quiet_recheck: Duration,
 }
 
-/// The handler of `ReminderDue`.
+/// What is to be sent, from either kind of request.
+struct Order {
+    sms_id: String,
+    phone: String,
+    /// The text, or a template with `{name}`.
+    text: String,
+    kind: MessageKind,
+    /// The recipient's zone when the request names it.
+    time_zone: Option<TimeZone>,
+    respect_quiet_hours: bool,
+    reminder_id: String,
+}
+
+impl Order {
+    fn of(event: &Event) -> Result<Order, HandleError> {
+        let reject = |e: kit::events::EventError| HandleError::Reject(e.to_string());
+        match event.r#type.as_str() {
+            "SmsOrdered" => {
+                let order: SmsOrdered = decode(event).map_err(reject)?;
+                if uuid::Uuid::parse_str(&order.sms_id).is_err() {
+                    return Err(HandleError::Reject(format!(
+                        "SmsOrdered has no usable sms_id `{}`",
+                        order.sms_id
+                    )));
+                }
+                Ok(Order {
+                    sms_id: order.sms_id,
+                    phone: order.phone,
+                    text: order.text,
+                    kind: MessageKind::try_from(order.kind).unwrap_or(MessageKind::Service),
+                    time_zone: TimeZone::get(&order.time_zone).ok(),
+                    respect_quiet_hours: order.respect_quiet_hours,
+                    reminder_id: String::new(),
+                })
+            }
+            _ => {
+                let due: ReminderDue = decode(event).map_err(reject)?;
+                Ok(Order {
+                    sms_id: derive_event_id(&event.event_id, "sms").to_string(),
+                    phone: due.phone,
+                    text: due.text,
+                    kind: MessageKind::Service,
+                    time_zone: None,
+                    respect_quiet_hours: true,
+                    reminder_id: due.reminder_id,
+                })
+            }
+        }
+    }
+}
+
+/// The handler of `ReminderDue` and `SmsOrdered`.
 pub struct Sender {
     pub exolve: ExolveClient,
     pub store: EventStoreClient,
@@ -170,9 +223,8 @@ impl Sender {
 
 impl Handler for Sender {
     async fn handle(&self, input: &Input) -> Result<Vec<Output>, HandleError> {
-        let due: ReminderDue =
-            decode(&input.event).map_err(|e| HandleError::Reject(e.to_string()))?;
-        let sms_id = derive_event_id(&input.event.event_id, "sms").to_string();
+        let order = Order::of(&input.event)?;
+        let sms_id = order.sms_id.clone();
         let stream = format!("sms-{sms_id}");
         let events = self
             .store
@@ -199,16 +251,16 @@ impl Handler for Sender {
             version: h.version,
             now,
         };
-        let phone = PhoneNumber::parse(&due.phone, DefaultRegion::default());
+        let phone = PhoneNumber::parse(&order.phone, DefaultRegion::default());
         let Ok(phone) = phone else {
             let failed = SmsFailed {
                 sms_id,
-                phone: due.phone.clone(),
+                phone: order.phone.clone(),
                 provider: PROVIDER.into(),
                 reason: "invalid phone number".into(),
                 retryable: false,
                 attempt: h.attempts,
-                kind: MessageKind::Service as i32,
+                kind: order.kind as i32,
             };
             record.append("failed", &failed).await.map_err(retry)?;
             return Ok(Vec::new());
@@ -225,7 +277,7 @@ impl Handler for Sender {
             reason,
             retryable,
             attempt: attempts,
-            kind: MessageKind::Service as i32,
+            kind: order.kind as i32,
         };
         if contact.opted_out {
             record
@@ -238,8 +290,12 @@ impl Handler for Sender {
             metrics::counter!("callflow_sms_total", "outcome" => "suppressed").increment(1);
             return Ok(Vec::new());
         }
-        let zone = contact.zone(&phone, &self.rules.default_zone);
-        if h.open_attempt.is_none() && !self.rules.window.contains(now, &zone) {
+        let zone = order
+            .time_zone
+            .clone()
+            .unwrap_or_else(|| contact.zone(&phone, &self.rules.default_zone));
+        let quiet = |now| order.respect_quiet_hours && !self.rules.window.contains(now, &zone);
+        if h.open_attempt.is_none() && quiet(now) {
             let opens = self.rules.window.next_open(now, &zone);
             tracing::info!(%sms_id, %opens, "quiet hours for the recipient; waiting");
             return Err(HandleError::Later(self.until(now, opens)));
@@ -248,16 +304,16 @@ impl Handler for Sender {
         let requested = match h.requested.take() {
             Some(requested) => requested,
             None => {
-                let text = render(&due.text, contact.name.as_deref());
+                let text = render(&order.text, contact.name.as_deref());
                 let parts = segments::count(&text);
                 let requested = SmsRequested {
                     sms_id: sms_id.clone(),
                     phone: phone.to_string(),
                     text,
-                    kind: MessageKind::Service as i32,
+                    kind: order.kind as i32,
                     encoding: parts.encoding as i32,
                     parts: parts.parts,
-                    reminder_id: due.reminder_id.clone(),
+                    reminder_id: order.reminder_id.clone(),
                 };
                 record
                     .append("requested", &requested)
@@ -309,7 +365,7 @@ impl Handler for Sender {
                 .append(&format!("attempt-failed/{attempt}"), &failed)
                 .await
                 .map_err(retry)?;
-            if !self.rules.window.contains(now, &zone) {
+            if quiet(now) {
                 let opens = self.rules.window.next_open(now, &zone);
                 return Err(HandleError::Later(self.until(now, opens)));
             }
