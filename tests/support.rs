@@ -32,6 +32,7 @@ pub struct Running {
 
 pub const EXOLVE_TOKEN: &str = "e2e-exolve-token";
 pub const BUSINESS_NUMBER: &str = "+74951234567";
+pub const LEADS_TOKEN: &str = "e2e-leads-token";
 
 /// Every service on ephemeral ports, with settings that make the test quick
 /// (short polls and backoffs) but otherwise the defaults.
@@ -85,6 +86,14 @@ pub fn config(db: &TestDb, bus: &TestBus) -> UpConfig {
         any,
         "--analytics-http-addr",
         any,
+        "--call-ingest-leads-token",
+        LEADS_TOKEN,
+        "--lead-http-addr",
+        any,
+        "--lead-grpc-addr",
+        any,
+        "--bitrix-timeout",
+        "1s",
     ])
     .expect("test configuration parses");
     let mut up = args.up;
@@ -99,10 +108,17 @@ impl Running {
 
     /// Starts the system with its clock at `now` (RFC 3339).
     pub async fn start_at(now: &str) -> Self {
+        Self::start_with(now, |_| {}).await
+    }
+
+    /// Starts the system with its clock at `now`, with `change` made to the
+    /// test configuration.
+    pub async fn start_with(now: &str, change: impl FnOnce(&mut UpConfig)) -> Self {
         kit::telemetry::init_for_tests();
         let db = TestDb::create().await;
         let bus = TestBus::new();
-        let config = config(&db, &bus);
+        let mut config = config(&db, &bus);
+        change(&mut config);
         let clock = TestClock::new(now.parse().unwrap());
         let shutdown = CancellationToken::new();
         let system = System::start(config.clone(), clock.clone(), shutdown.clone())
@@ -147,6 +163,22 @@ impl Running {
             .http
             .post(self.url("/webhooks/exolve/call-events"))
             .bearer_auth(EXOLVE_TOKEN)
+            .json(body)
+            .send()
+            .await
+            .unwrap();
+        (
+            response.status().as_u16(),
+            response.json().await.unwrap_or_default(),
+        )
+    }
+
+    /// Posts a web lead to call-ingest; returns the status and body.
+    pub async fn post_lead(&self, body: &serde_json::Value) -> (u16, serde_json::Value) {
+        let response = self
+            .http
+            .post(self.url("/webhooks/leads"))
+            .bearer_auth(LEADS_TOKEN)
             .json(body)
             .send()
             .await

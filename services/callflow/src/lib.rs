@@ -49,6 +49,8 @@ pub struct UpConfig {
     pub notifier: notifier::Config,
     #[command(flatten)]
     pub analytics: analytics::Config,
+    #[command(flatten)]
+    pub lead_dialer: lead_dialer::Config,
 }
 
 /// Where a running system serves.
@@ -59,6 +61,8 @@ pub struct Addresses {
     pub call_ingest_http: SocketAddr,
     pub reminder_grpc: SocketAddr,
     pub reminder_http: SocketAddr,
+    pub lead_http: SocketAddr,
+    pub lead_grpc: SocketAddr,
     /// The provider simulator, when it runs here.
     pub simulator: Option<SocketAddr>,
 }
@@ -96,6 +100,12 @@ impl System {
             config.exolve.key = config.provider_sim.exolve_api_key.clone();
             config.notifier.telegram_url = sim.base_url();
             config.notifier.telegram_token = config.provider_sim.telegram_token.clone();
+            config.lead_dialer.voximplant_url = sim.base_url();
+            config.lead_dialer.bitrix_url = format!(
+                "{}/rest/1/{}",
+                sim.base_url(),
+                config.provider_sim.bitrix_secret
+            );
             supervise(
                 &tasks,
                 "provider-sim",
@@ -120,12 +130,32 @@ impl System {
             clock.clone(),
         )
         .await?;
+        config.lead_dialer.timers_url = format!("http://{}", scheduler.grpc_addr());
+        let dialer = lead_dialer::LeadDialer::bind(
+            config.common.clone(),
+            config.exolve.clone(),
+            config.lead_dialer.clone(),
+            clock.clone(),
+        )
+        .await?;
+        if let Some(sim) = &simulator {
+            // The simulated calls report their results to the dialer.
+            let webhooks = format!("http://{}/webhooks/calls", dialer.http_addr());
+            let token = &config.lead_dialer.webhook_token;
+            sim.set_call_events(
+                Some(format!("{webhooks}/voximplant")),
+                Some(format!("{webhooks}/exolve")),
+                (!token.is_empty()).then(|| token.clone()),
+            );
+        }
         let addresses = Addresses {
             event_store_grpc: store.grpc_addr(),
             event_store_http: store.http_addr(),
             call_ingest_http: ingest.http_addr(),
             reminder_grpc: scheduler.grpc_addr(),
             reminder_http: scheduler.http_addr(),
+            lead_http: dialer.http_addr(),
+            lead_grpc: dialer.grpc_addr(),
             simulator: sim_addr,
         };
         let common = config.common.clone();
@@ -191,6 +221,13 @@ impl System {
             &tasks,
             "notifier",
             notifier::run(common.clone(), config.notifier.clone(), shutdown.clone()),
+            &shutdown,
+            &failed,
+        );
+        supervise(
+            &tasks,
+            "lead-dialer",
+            dialer.run(shutdown.clone()),
             &shutdown,
             &failed,
         );
@@ -274,6 +311,14 @@ pub async fn up(config: UpConfig, shutdown: CancellationToken) -> anyhow::Result
         common.subject_prefix
     );
     println!("  notifier                ops http://{notifier_http}/readyz");
+    println!(
+        "  lead-dialer             call results http://{}/webhooks/calls/{{voximplant,exolve}}",
+        a.lead_http
+    );
+    println!(
+        "                          dashboard http://{}/dashboard/summary  /dashboard/manual-queue  gRPC http://{}",
+        a.lead_http, a.lead_grpc
+    );
     println!(
         "  analytics               schema analytics (view analytics.funnel)  ops http://{analytics_http}/readyz"
     );
