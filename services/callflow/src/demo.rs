@@ -7,8 +7,12 @@
 //! the first SMS with a 5xx. Then the clock moves through the next month,
 //! stopping at each reminder, so "I'll remind you in a month" happens within
 //! a minute, and the demo prints what
-//! became of every call. It exits with an error unless every expectation
-//! held.
+//! became of every call. Two days after the last reminder, web leads from
+//! the shop's form are called back: one confirmed on the first call, one
+//! sent at night (SMS at once, called at 09:00 in Vladivostok), one
+//! answered on the third call, a wrong number, and one during a Bitrix24
+//! outage; the partner dashboard sums them up. It exits with an error
+//! unless every expectation held.
 //!
 //! It runs on its own database (`callflow_demo`, recreated each run) and
 //! JetStream stream (`CALLFLOW_DEMO`, subjects `callflow_demo.evt.>`), so it neither
@@ -27,17 +31,19 @@ use tokio_util::sync::CancellationToken;
 use kit::clock::TestClock;
 use kit::events::{decode, from_proto_time};
 use kit::proto::events::v1::{
-    ConsentAnalyzed, ConsentDecision, Event, ReminderScheduled, SmsAttemptFailed, SmsRequested,
+    CallAttemptScheduled, ConsentAnalyzed, ConsentDecision, Event, LeadClosed,
+    LeadNeedsManualProcessing, NightSmsSent, ReminderScheduled, SmsAttemptFailed, SmsRequested,
     SmsSent,
 };
-use kit::proto::eventstore::v1::{Filter, ReadAllRequest};
+use kit::proto::eventstore::v1::{Filter, ReadAllRequest, ReadStreamRequest};
 use kit::store_client::EventStoreClient;
-use provider_sim::{Fault, Target};
+use provider_sim::{CallOutcome, Fault, Target};
 
 use crate::{System, UpConfig};
 
 const BUSINESS_NUMBER: &str = "+74951234567";
 const EXOLVE_TOKEN: &str = "demo-exolve-token";
+const LEADS_TOKEN: &str = "demo-leads-token";
 
 /// One call of the day.
 struct Call {
@@ -111,6 +117,14 @@ const DAY: &[Call] = &[
 /// Where the demo's day starts: 10:30 in Moscow.
 const START: &str = "2026-11-24T07:30:00Z";
 
+/// When the web leads arrive: a month and two days after [`START`], past
+/// the last reminder; 16:30 in Moscow, 23:30 in Vladivostok (UTC+10).
+const LEADS_AT: &str = "2026-12-26T13:30:00Z";
+/// 09:00 the next morning in Vladivostok.
+const VLADIVOSTOK_NINE: &str = "2026-12-26T23:00:00Z";
+/// The dashboard's days (Moscow) the leads fall in.
+const LEAD_DAYS: (&str, &str) = ("2026-12-26", "2026-12-27");
+
 /// Plays the day on database `callflow_demo` and stream `CALLFLOW_DEMO`;
 /// `Ok` only when every expectation held.
 pub async fn run(config: UpConfig) -> anyhow::Result<()> {
@@ -142,6 +156,9 @@ async fn prepare(config: &mut UpConfig, name: &str) -> anyhow::Result<()> {
     config.call_ingest.http_addr = any;
     config.call_ingest.business_numbers = vec![BUSINESS_NUMBER.into()];
     config.call_ingest.exolve_token = EXOLVE_TOKEN.into();
+    config.call_ingest.leads_token = LEADS_TOKEN.into();
+    config.lead_dialer.http_addr = any;
+    config.lead_dialer.grpc_addr = any;
     config.reminder_scheduler.grpc_addr = any;
     config.reminder_scheduler.http_addr = any;
     config.reminder_scheduler.poll = Duration::from_millis(100);
@@ -408,6 +425,8 @@ async fn play(system: &System, clock: &TestClock, token: &str) -> anyhow::Result
         ));
     }
 
+    play_leads(system, clock, &store, &http, &mut failures).await?;
+
     if failures.is_empty() {
         println!("\n✔ every expectation held");
         Ok(())
@@ -417,6 +436,318 @@ async fn play(system: &System, clock: &TestClock, token: &str) -> anyhow::Result
         }
         bail!("{} expectation(s) failed", failures.len())
     }
+}
+
+/// The web leads' call-back, after the month of reminders.
+async fn play_leads(
+    system: &System,
+    clock: &TestClock,
+    store: &EventStoreClient,
+    http: &reqwest::Client,
+    failures: &mut Vec<String>,
+) -> anyhow::Result<()> {
+    use kit::clock::Clock;
+
+    let sim = system.simulator.clone().context("the simulator runs")?;
+    let leads_at: Timestamp = LEADS_AT.parse()?;
+    if clock.now() >= leads_at {
+        bail!("the reminders ran past {LEADS_AT}, when the leads arrive");
+    }
+    let (daytime, night, third, wrong, outage) = (
+        "+79161000101",
+        "+79241000102",
+        "+79161000103",
+        "+79161000104",
+        "+79161000105",
+    );
+    let moscow = TimeZone::get("Europe/Moscow")?;
+    let vladivostok = TimeZone::get("Asia/Vladivostok")?;
+    let local = |zone: &TimeZone, at: Timestamp| zone.to_datetime(at).strftime("%d.%m %H:%M");
+    let post = |reference: &'static str, phone: &'static str, zone: &'static str| {
+        let url = format!(
+            "http://{}/webhooks/leads",
+            system.addresses.call_ingest_http
+        );
+        let body = json!({
+            "ref": reference, "site": "shop.example", "name": "Анна", "phone": phone,
+            "city": "Москва", "time_zone": zone, "partner_id": "cpa-net-7",
+            "order_id": format!("order-{reference}"), "amount": "1990.50",
+        });
+        async move {
+            let response = http
+                .post(&url)
+                .bearer_auth(LEADS_TOKEN)
+                .json(&body)
+                .send()
+                .await?;
+            let status = response.status();
+            let answer: serde_json::Value = response.json().await.unwrap_or_default();
+            let Some(id) = answer["lead_id"].as_str().filter(|_| status.is_success()) else {
+                bail!("lead {reference} refused: {status} {answer}");
+            };
+            println!("  lead {reference} from {phone} ({zone}) → lead {id}");
+            anyhow::Ok(id.to_owned())
+        }
+    };
+
+    say(&format!(
+        "Two days later: the clock jumps to {LEADS_AT} ({} in Moscow, {} in Vladivostok), web leads arrive",
+        local(&moscow, leads_at),
+        local(&vladivostok, leads_at)
+    ));
+    clock.set(leads_at);
+    sim.add_company(
+        json!({"TITLE": "CPA Net", "UF_CRM_PARTNER_CODE": "cpa-net-7"})
+            .as_object()
+            .cloned()
+            .unwrap_or_default(),
+    );
+
+    say("Bitrix24 is down: it answers the next 20 crm.lead.add with 503");
+    sim.inject(Target::BitrixLeadAdd, Fault::server_error(503), 20);
+    let l_outage = post("web-5", outage, "Europe/Moscow").await?;
+    let events = wait_lead(store, &l_outage, "LeadNeedsManualProcessing", 1).await?;
+    match of_type(&events, "LeadNeedsManualProcessing").first() {
+        Some(e) => {
+            let manual: LeadNeedsManualProcessing = decode(e)?;
+            println!(
+                "  lead {l_outage} goes to a person: {} ({}), calls stopped: {}",
+                manual.reason, manual.detail, manual.calls_stopped
+            );
+            if manual.reason != "crm_failed" || manual.calls_stopped {
+                failures.push(format!(
+                    "CRM outage: expected crm_failed with calls going on, got {} (calls stopped: {})",
+                    manual.reason, manual.calls_stopped
+                ));
+            }
+        }
+        None => failures.push("CRM outage: the lead did not go to a person".into()),
+    }
+    wait_lead(store, &l_outage, "LeadConfirmed", 1).await?;
+    println!("  … and its call went on: confirmed by the client");
+    sim.clear_faults();
+    say("Bitrix24 is back");
+
+    say(
+        "Four more leads: a person answers, a night in Vladivostok, two unanswered calls then a person, a wrong number",
+    );
+    sim.script_calls(
+        third,
+        &[
+            CallOutcome::NoAnswer,
+            CallOutcome::NoAnswer,
+            CallOutcome::Human,
+        ],
+        Duration::ZERO,
+    );
+    sim.script_calls(wrong, &[CallOutcome::WrongNumber], Duration::ZERO);
+    let l_daytime = post("web-1", daytime, "Europe/Moscow").await?;
+    let l_night = post("web-2", night, "Asia/Vladivostok").await?;
+    let l_third = post("web-3", third, "Europe/Moscow").await?;
+    let l_wrong = post("web-4", wrong, "Europe/Moscow").await?;
+
+    let events = wait_lead(store, &l_daytime, "LeadConfirmed", 1).await?;
+    let calls = calls_to(&sim, daytime);
+    println!(
+        "  lead {l_daytime}: confirmed after {calls} call(s), {} attempt(s) started",
+        of_type(&events, "CallAttemptStarted").len()
+    );
+    if calls != 1 {
+        failures.push(format!("daytime lead: expected 1 call, got {calls}"));
+    }
+
+    let events = wait_lead(store, &l_wrong, "LeadClosed", 1).await?;
+    if let Some(e) = of_type(&events, "LeadClosed").first() {
+        let closed: LeadClosed = decode(e)?;
+        println!(
+            "  lead {l_wrong}: closed, {} ({})",
+            closed.reason, closed.detail
+        );
+        if closed.reason != "wrong_number" {
+            failures.push(format!(
+                "wrong number: expected wrong_number, got {}",
+                closed.reason
+            ));
+        }
+    }
+
+    let events = wait_lead(store, &l_night, "NightSmsSent", 1).await?;
+    if let Some(e) = of_type(&events, "NightSmsSent").first() {
+        let sms: NightSmsSent = decode(e)?;
+        let call_at = sms
+            .call_at
+            .as_ref()
+            .and_then(from_proto_time)
+            .unwrap_or(Timestamp::UNIX_EPOCH);
+        println!(
+            "  lead {l_night}: night in {}, the call is planned for {} there",
+            sms.time_zone,
+            local(&vladivostok, call_at)
+        );
+        if call_at != VLADIVOSTOK_NINE.parse::<Timestamp>()? {
+            failures.push(format!(
+                "night lead: call planned at {call_at}, expected {VLADIVOSTOK_NINE}"
+            ));
+        }
+    }
+    wait_until(|| !sms_to(&sim, night).is_empty()).await;
+    match sms_to(&sim, night).first() {
+        Some(text) => println!("    SMS at once, at night: «{text}»"),
+        None => failures.push("night lead: no SMS at once".into()),
+    }
+
+    say("Lead web-3: nobody answers; the next call is planned 30 minutes later");
+    for attempt in 2..=3 {
+        let events = wait_lead(store, &l_third, "CallAttemptScheduled", attempt).await?;
+        if let Some(e) = of_type(&events, "CallAttemptScheduled").get(attempt - 1) {
+            let next: CallAttemptScheduled = decode(e)?;
+            let due = next
+                .due_at
+                .as_ref()
+                .and_then(from_proto_time)
+                .unwrap_or(Timestamp::UNIX_EPOCH);
+            println!(
+                "  call {} planned ({}) for {} in Moscow",
+                next.attempt,
+                next.reason,
+                local(&moscow, due)
+            );
+        }
+        let at = clock
+            .now()
+            .checked_add(jiff::SignedDuration::from_mins(31))?;
+        println!("  the clock moves 31 minutes, to {}", local(&moscow, at));
+        clock.set(at);
+    }
+    wait_lead(store, &l_third, "LeadConfirmed", 1).await?;
+    let calls = calls_to(&sim, third);
+    println!("  lead {l_third}: confirmed after {calls} call(s)");
+    if calls != 3 {
+        failures.push(format!("third-attempt lead: expected 3 calls, got {calls}"));
+    }
+
+    let calls = calls_to(&sim, night);
+    println!("  lead {l_night}: {calls} call(s) so far — nobody is called at night");
+    if calls != 0 {
+        failures.push(format!("night lead: called {calls} time(s) at night"));
+    }
+    let nine: Timestamp = VLADIVOSTOK_NINE.parse()?;
+    let at = nine.checked_add(jiff::SignedDuration::from_secs(5))?;
+    say(&format!(
+        "The clock moves to {at}: {} in Vladivostok",
+        local(&vladivostok, at)
+    ));
+    clock.set(at);
+    wait_lead(store, &l_night, "LeadConfirmed", 1).await?;
+    wait_until(|| sms_to(&sim, night).len() >= 2).await;
+    let calls = calls_to(&sim, night);
+    let texts = sms_to(&sim, night);
+    println!(
+        "  lead {l_night}: confirmed after {calls} call(s); SMS: {}",
+        texts
+            .iter()
+            .map(|t| format!("«{t}»"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    if calls != 1 || texts.len() != 2 {
+        failures.push(format!(
+            "night lead: expected 1 call and 2 SMS, got {calls} and {}",
+            texts.len()
+        ));
+    }
+
+    say("The partner dashboard");
+    let url = format!(
+        "http://{}/dashboard/summary?from_day={}&to_day={}",
+        system.addresses.lead_http, LEAD_DAYS.0, LEAD_DAYS.1
+    );
+    let mut partner = serde_json::Value::Null;
+    for _ in 0..600 {
+        let summary: serde_json::Value = http.get(&url).send().await?.json().await?;
+        if let Some(row) = summary["partners"]
+            .as_array()
+            .and_then(|rows| rows.iter().find(|r| r["partner_id"] == "cpa-net-7"))
+        {
+            partner = row.clone();
+            if partner["confirmed"] == 4 && partner["closed"] == 1 {
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    println!(
+        "  GET /dashboard/summary?from_day={}&to_day={}",
+        LEAD_DAYS.0, LEAD_DAYS.1
+    );
+    println!(
+        "  partner cpa-net-7: {} leads, {} confirmed, {} closed, {} with a person, conversion {}, orders {} / confirmed {} (minor units, {})",
+        partner["leads"],
+        partner["confirmed"],
+        partner["closed"],
+        partner["manual"],
+        partner["conversion"],
+        partner["order_total_minor"],
+        partner["confirmed_total_minor"],
+        partner["currency"]
+    );
+    if partner["leads"] != 5 || partner["confirmed"] != 4 || partner["closed"] != 1 {
+        failures.push(format!(
+            "dashboard: expected 5 leads, 4 confirmed, 1 closed for cpa-net-7, got {partner}"
+        ));
+    }
+    Ok(())
+}
+
+fn of_type<'a>(events: &'a [Event], event_type: &str) -> Vec<&'a Event> {
+    events.iter().filter(|e| e.r#type == event_type).collect()
+}
+
+/// Waits (at most ninety seconds) until stream `lead-<id>` holds `n`
+/// events of a type; the whole stream.
+async fn wait_lead(
+    store: &EventStoreClient,
+    lead_id: &str,
+    event_type: &str,
+    n: usize,
+) -> anyhow::Result<Vec<Event>> {
+    let mut types = Vec::new();
+    for _ in 0..900 {
+        let events = store
+            .grpc()
+            .read_stream(ReadStreamRequest {
+                stream: format!("lead-{lead_id}"),
+                from_version: 1,
+                max_count: 0,
+            })
+            .await?
+            .into_inner()
+            .events;
+        if of_type(&events, event_type).len() >= n {
+            return Ok(events);
+        }
+        types = events.iter().map(|e| e.r#type.clone()).collect();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    bail!("waited ninety seconds for {n} × {event_type} on lead {lead_id}; it has {types:?}")
+}
+
+fn digits(phone: &str) -> String {
+    phone.chars().filter(char::is_ascii_digit).collect()
+}
+
+fn calls_to(sim: &provider_sim::SimHandle, phone: &str) -> usize {
+    let digits = digits(phone);
+    sim.calls().iter().filter(|c| c.phone == digits).count()
+}
+
+fn sms_to(sim: &provider_sim::SimHandle, phone: &str) -> Vec<String> {
+    let digits = digits(phone);
+    sim.sms()
+        .into_iter()
+        .filter(|s| s.destination == digits)
+        .map(|s| s.text)
+        .collect()
 }
 
 async fn all_of(store: &EventStoreClient, event_type: &str) -> anyhow::Result<Vec<Event>> {
