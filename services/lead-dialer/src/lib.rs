@@ -414,7 +414,7 @@ impl LeadDialer {
         let default_zone = zone(&config.default_time_zone, "LEAD_DEFAULT_TIME_ZONE")?;
         let dashboard_zone = zone(&config.dashboard_time_zone, "LEAD_DASHBOARD_TIME_ZONE")?;
         let health = Health::expecting(&["projection"]);
-        let pool = kit::db::pool(&self.common.database_url, 16)?;
+        let pool = kit::db::pool(&self.common.database_url, 8)?;
         let store = self
             .common
             .event_store(NAME)
