@@ -21,13 +21,14 @@ use axum::Json;
 use axum::Router;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use jiff::Unit;
 use jiff::civil::Date;
 use jiff::tz::TimeZone;
-use serde_json::{Value, json};
+use kit::api_error::ApiError;
+use serde_json::Value;
 use tonic::{Request, Status};
 
 use kit::clock::SharedClock;
@@ -109,31 +110,21 @@ impl From<QueryError> for Status {
 }
 
 impl IntoResponse for QueryError {
+    /// The JSON error answer every callflow HTTP endpoint gives
+    /// (`{"error": {"code", "message", "field"?}}`, see kit::api_error).
     fn into_response(self) -> Response {
         let message = self.to_string();
-        match self {
-            QueryError::Invalid { field, .. } => (
-                StatusCode::BAD_REQUEST,
-                Json(json!({ "error": message, "field": field })),
-            )
-                .into_response(),
-            QueryError::Unavailable(_) => {
-                let mut response = (
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    Json(json!({ "error": message })),
-                )
-                    .into_response();
-                response
-                    .headers_mut()
-                    .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
-                response
+        let error = match self {
+            QueryError::Invalid { field, .. } => ApiError {
+                field: Some(field),
+                ..ApiError::new(StatusCode::BAD_REQUEST, "invalid_query", message)
+            },
+            QueryError::Unavailable(_) => ApiError::unavailable(message),
+            QueryError::Internal(_) => {
+                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", message)
             }
-            QueryError::Internal(_) => (
-                StatusCode::INTERNAL_SERVER_ERROR,
-                Json(json!({ "error": message })),
-            )
-                .into_response(),
-        }
+        };
+        error.into_response()
     }
 }
 

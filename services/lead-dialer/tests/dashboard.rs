@@ -728,8 +728,8 @@ async fn json_and_grpc_give_the_same_answers_and_name_bad_fields() {
     ] {
         let (status, json) = get(&format!("{base}/{query}")).await;
         assert_eq!(status, 400, "{query}: {json}");
-        assert_eq!(json["field"], field, "{query}: {json}");
-        let error = json["error"].as_str().unwrap();
+        assert_eq!(json["error"]["field"], field, "{query}: {json}");
+        let error = json["error"]["message"].as_str().unwrap();
         assert!(error.starts_with(&format!("{field}: ")), "{query}: {error}");
     }
 
