@@ -49,7 +49,7 @@ use kit::db::Migration;
 use kit::exolve::ExolveConfig;
 use kit::health::Health;
 use kit::local_time::SendWindow;
-use kit::proto::events::v1::TimerFired;
+use kit::proto::events::v1::{CallAttemptFinished, LeadReceived, TimerFired};
 use kit::proto::leads::v1::lead_dashboard_server::LeadDashboardServer;
 
 /// Name of the service (consumers, producer, timer owner).
@@ -514,12 +514,27 @@ impl LeadDialer {
             concurrency: config.concurrency,
             ..ConsumerConfig::new(name, subject)
         };
+        // The call-back moves on two event types only; a consumer each
+        // (NATS 2.9: one filter per consumer) spares it every other event.
         let consumers = async {
             tokio::try_join!(
                 consumer::run(
                     bus.clone(),
                     store.clone(),
-                    consumer(NAME.into(), lead_events.clone()),
+                    consumer(
+                        NAME.into(),
+                        bus.subject("lead", kit::events::type_of::<LeadReceived>()),
+                    ),
+                    callback.clone(),
+                    shutdown.clone(),
+                ),
+                consumer::run(
+                    bus.clone(),
+                    store.clone(),
+                    consumer(
+                        format!("{NAME}-results"),
+                        bus.subject("lead", kit::events::type_of::<CallAttemptFinished>()),
+                    ),
                     callback.clone(),
                     shutdown.clone(),
                 ),
