@@ -33,6 +33,7 @@
 //! `cargo bench -p callflow --bench leads` (or `make bench BENCH=leads`)
 //! writes `target/bench/leads.json`.
 
+use kit::bench::{env_number, millis, quantile};
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
@@ -49,13 +50,6 @@ use kit::testing::{TestBus, TestDb, common};
 
 const BENCH: &str = "leads";
 const TOKEN: &str = "bench-leads-token";
-
-fn env_number(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 fn config(db: &TestDb, bus: &TestBus) -> UpConfig {
     use clap::Parser;
@@ -230,22 +224,6 @@ async fn drain(db: &tokio_postgres::Client, expected: i64) -> SystemTime {
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
-}
-
-fn millis(from: SystemTime, to: SystemTime) -> f64 {
-    match to.duration_since(from) {
-        Ok(d) => d.as_secs_f64() * 1000.0,
-        Err(e) => -e.duration().as_secs_f64() * 1000.0,
-    }
-}
-
-fn quantile(values: &mut [f64], q: f64) -> f64 {
-    if values.is_empty() {
-        return f64::NAN;
-    }
-    values.sort_by(f64::total_cmp);
-    let rank = ((q * values.len() as f64).ceil() as usize).clamp(1, values.len());
-    values[rank - 1]
 }
 
 #[tokio::main]

@@ -47,6 +47,7 @@
 //!
 //! `cargo bench -p callflow --bench pipeline` (or `make bench BENCH=pipeline`)
 
+use kit::bench::{env_number, millis, quantile};
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
@@ -66,13 +67,6 @@ const BENCH: &str = "pipeline";
 const TOKEN: &str = "bench-generic-token";
 const PROVIDER: &str = "bench";
 const BUSINESS_NUMBER: &str = "+74951234567";
-
-fn env_number(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 /// Every service with its defaults, on ephemeral ports, with the generic
 /// webhook token set.
@@ -322,23 +316,6 @@ async fn recorded(db: &tokio_postgres::Client, event_type: &str) -> HashMap<Uuid
     .iter()
     .map(|row| (row.get(0), row.get(1)))
     .collect()
-}
-
-fn millis(from: SystemTime, to: SystemTime) -> f64 {
-    match to.duration_since(from) {
-        Ok(d) => d.as_secs_f64() * 1000.0,
-        Err(e) => -e.duration().as_secs_f64() * 1000.0,
-    }
-}
-
-/// The `q` quantile (0..1) of `values`, nearest rank.
-fn quantile(values: &mut [f64], q: f64) -> f64 {
-    if values.is_empty() {
-        return f64::NAN;
-    }
-    values.sort_by(f64::total_cmp);
-    let rank = ((q * values.len() as f64).ceil() as usize).clamp(1, values.len());
-    values[rank - 1]
 }
 
 /// What the log says about the accepted calls for one event type.

@@ -23,6 +23,7 @@
 //! Writes `target/bench/replay.json`.
 //! `cargo bench -p callflow --bench replay` (or `make bench BENCH=replay`)
 
+use kit::bench::env_number;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -44,13 +45,6 @@ use kit::testing::{TestBus, TestDb};
 const BENCH: &str = "replay";
 const ROUNDS: usize = 3;
 const CLIENTS: u64 = 2_000;
-
-fn env_number(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 fn time(seconds: i64) -> Option<prost_types::Timestamp> {
     Some(prost_types::Timestamp { seconds, nanos: 0 })

@@ -17,6 +17,7 @@
 //!
 //! `cargo bench -p event-store --bench event_store` (or `make bench BENCH=event_store`)
 
+use kit::bench::env_number;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -38,13 +39,6 @@ use kit::store_client::Expected;
 const BENCH: &str = "event_store";
 /// Rounds per cell, alternating raw and append.
 const ROUNDS: usize = 3;
-
-fn env_number(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 /// A realistic payload (~150 bytes).
 fn payload() -> Vec<u8> {

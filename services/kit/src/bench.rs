@@ -107,6 +107,33 @@ pub fn table(results: &[BenchResult]) -> String {
     out
 }
 
+/// A benchmark setting from the environment (`BENCH_*`), or `default`.
+pub fn env_number(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// Milliseconds from `from` to `to` (negative when `to` is earlier).
+pub fn millis(from: std::time::SystemTime, to: std::time::SystemTime) -> f64 {
+    match to.duration_since(from) {
+        Ok(d) => d.as_secs_f64() * 1000.0,
+        Err(e) => -e.duration().as_secs_f64() * 1000.0,
+    }
+}
+
+/// The `q` quantile (0..1) of `values`, nearest rank (sorts them); NaN for
+/// none.
+pub fn quantile(values: &mut [f64], q: f64) -> f64 {
+    if values.is_empty() {
+        return f64::NAN;
+    }
+    values.sort_by(f64::total_cmp);
+    let rank = ((q * values.len() as f64).ceil() as usize).clamp(1, values.len());
+    values[rank - 1]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -23,7 +23,7 @@ use kit::proto::events::v1::{
     LeadConfirmed, LeadNeedsManualProcessing, LeadReceived, MessageKind, NightSmsSent, SmsOrdered,
     TimerFired,
 };
-use kit::proto::eventstore::v1::{NewEvent, ReadStreamRequest};
+use kit::proto::eventstore::v1::NewEvent;
 use kit::store_client::{AppendError, EventStoreClient, Expected};
 
 use crate::dialer::{CallRequest, DialError, Dialer};
@@ -84,18 +84,13 @@ pub fn lead_of(stream: &str) -> Option<Uuid> {
 
 /// Fills the placeholders of an SMS text.
 pub fn render(template: &str, received: &LeadReceived, call_at: Option<&str>) -> String {
-    let name = received.name.trim();
-    let text = if name.is_empty() {
-        template
-            .replace(", {name}", "")
-            .replace(" {name}", "")
-            .replace("{name}", "")
-    } else {
-        template.replace("{name}", name)
-    };
-    text.replace("{order_id}", &received.order_id)
-        .replace("{site}", &received.site)
-        .replace("{call_at}", call_at.unwrap_or(""))
+    crate::dialer::fill(
+        template,
+        &received.name,
+        &received.order_id,
+        &received.site,
+        call_at.unwrap_or(""),
+    )
 }
 
 /// A time as the client reads it: `25.11 09:00`.
@@ -152,7 +147,9 @@ impl Callback {
         delivered: u64,
     ) -> Result<(), HandleError> {
         for _ in 0..5 {
-            let lead = self.read(lead_id).await?;
+            let lead = crate::lead::read(&self.store, lead_id)
+                .await
+                .map_err(|s| HandleError::Retry(s.message().to_owned()))?;
             let now = self.clock.now();
             let step = next_step(&lead, now, &self.rules);
             let doing = Doing {
@@ -169,22 +166,6 @@ impl Callback {
             }
         }
         Err(HandleError::Later(Duration::from_secs(1)))
-    }
-
-    async fn read(&self, lead_id: Uuid) -> Result<Lead, HandleError> {
-        let events = self
-            .store
-            .grpc()
-            .read_stream(ReadStreamRequest {
-                stream: format!("lead-{lead_id}"),
-                from_version: 1,
-                max_count: 0,
-            })
-            .await
-            .map_err(|s| HandleError::Retry(s.message().to_owned()))?
-            .into_inner()
-            .events;
-        Ok(Lead::fold(&events))
     }
 }
 
@@ -506,13 +487,7 @@ impl Doing<'_> {
             },
         ));
         self.append(Expected::Any, events).await?;
-        let deadline = self
-            .now
-            .checked_add(
-                jiff::SignedDuration::try_from(self.callback.rules.result_deadline)
-                    .unwrap_or(jiff::SignedDuration::MAX),
-            )
-            .unwrap_or(Timestamp::MAX);
+        let deadline = crate::lead::after(self.now, self.callback.rules.result_deadline);
         self.set_timer(attempt, Purpose::ResultDeadline, deadline)
             .await
     }

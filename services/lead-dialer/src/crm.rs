@@ -27,7 +27,6 @@ use kit::events::{Payload, decode, derive_event_id, new_event};
 use kit::proto::events::v1::{
     CallOutcome, Event, LeadClosed, LeadCreatedInCrm, LeadNeedsManualProcessing, LeadUpdatedInCrm,
 };
-use kit::proto::eventstore::v1::ReadStreamRequest;
 use kit::rate_limit::TokenBucket;
 use kit::store_client::{EventStoreClient, Expected};
 
@@ -295,7 +294,9 @@ impl Handler for CrmSync {
                 event.stream
             )));
         };
-        let lead = self.read(lead_id).await?;
+        let lead = crate::lead::read(&self.store, lead_id)
+            .await
+            .map_err(|s| retry(s.message()))?;
         // A lead whose number cannot be called never reaches the CRM.
         if lead.phone().is_none() || lead.crm_failed {
             return Ok(Vec::new());
@@ -310,22 +311,6 @@ impl Handler for CrmSync {
 }
 
 impl CrmSync {
-    async fn read(&self, lead_id: Uuid) -> Result<Lead, HandleError> {
-        let events = self
-            .store
-            .grpc()
-            .read_stream(ReadStreamRequest {
-                stream: format!("lead-{lead_id}"),
-                from_version: 1,
-                max_count: 0,
-            })
-            .await
-            .map_err(|s| retry(s.message()))?
-            .into_inner()
-            .events;
-        Ok(Lead::fold(&events))
-    }
-
     async fn record<P: Payload>(
         &self,
         lead_id: Uuid,

@@ -169,19 +169,26 @@ pub struct Exolve {
     pub text: String,
 }
 
-/// Fills `{name}`, `{order_id}` and `{site}` (and drops a `{name}` that is
-/// unknown together with the space or comma before it).
-pub fn render(template: &str, call: &CallRequest) -> String {
-    let text = if call.name.trim().is_empty() {
+/// Fills `{name}`, `{order_id}`, `{site}` and `{call_at}` (and drops a
+/// `{name}` that is unknown together with the space or comma before it).
+pub fn fill(template: &str, name: &str, order_id: &str, site: &str, call_at: &str) -> String {
+    let name = name.trim();
+    let text = if name.is_empty() {
         template
             .replace(", {name}", "")
             .replace(" {name}", "")
             .replace("{name}", "")
     } else {
-        template.replace("{name}", call.name.trim())
+        template.replace("{name}", name)
     };
-    text.replace("{order_id}", &call.order_id)
-        .replace("{site}", &call.site)
+    text.replace("{order_id}", order_id)
+        .replace("{site}", site)
+        .replace("{call_at}", call_at)
+}
+
+/// What the robot says for `call`.
+pub fn render(template: &str, call: &CallRequest) -> String {
+    fill(template, &call.name, &call.order_id, &call.site, "")
 }
 
 impl Dialer for Exolve {

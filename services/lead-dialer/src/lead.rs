@@ -1,5 +1,5 @@
 //! Where a lead stands, folded from its stream, and what the call-back
-//! should do next. Pure: no I/O, so every branch of the flow (working
+//! should do next. Pure but for [`read`]: every branch of the flow (working
 //! hours, retries, deadlines, outcomes) is unit-tested here, and the
 //! service around it ([`crate::callback`]) only carries steps out.
 
@@ -155,6 +155,24 @@ impl Lead {
     }
 }
 
+/// Reads and folds the stream `lead-<lead_id>`.
+pub async fn read(
+    store: &kit::store_client::EventStoreClient,
+    lead_id: uuid::Uuid,
+) -> Result<Lead, tonic::Status> {
+    let events = store
+        .grpc()
+        .read_stream(kit::proto::eventstore::v1::ReadStreamRequest {
+            stream: format!("lead-{lead_id}"),
+            from_version: 1,
+            max_count: 0,
+        })
+        .await?
+        .into_inner()
+        .events;
+    Ok(Lead::fold(&events))
+}
+
 /// The call-back's rules.
 #[derive(Debug, Clone)]
 pub struct Rules {
@@ -199,7 +217,8 @@ pub enum Step {
     NotReached { attempts: u32 },
 }
 
-fn after(at: Timestamp, wait: Duration) -> Timestamp {
+/// `at` plus `wait`, saturating.
+pub fn after(at: Timestamp, wait: Duration) -> Timestamp {
     at.checked_add(SignedDuration::try_from(wait).unwrap_or(SignedDuration::MAX))
         .unwrap_or(Timestamp::MAX)
 }

@@ -33,11 +33,9 @@ use kit::api_error::ApiError;
 use kit::clock::SharedClock;
 use kit::events::{derive_event_id, new_event, to_proto_duration};
 use kit::proto::events::v1::{CallAttemptFinished, CallOutcome};
-use kit::proto::eventstore::v1::ReadStreamRequest;
 use kit::store_client::{EventStoreClient, Expected};
 
 use crate::dials;
-use crate::lead::Lead;
 
 /// What the webhooks need.
 #[derive(Clone)]
@@ -275,19 +273,9 @@ impl Results {
                 .ok_or_else(|| not_yet("no call with this id is known (yet)"))?,
         };
         let stream = format!("lead-{lead_id}");
-        let events = self
-            .store
-            .grpc()
-            .read_stream(ReadStreamRequest {
-                stream: stream.clone(),
-                from_version: 1,
-                max_count: 0,
-            })
+        let lead = crate::lead::read(&self.store, lead_id)
             .await
-            .map_err(|s| ApiError::unavailable(s.message().to_owned()))?
-            .into_inner()
-            .events;
-        let lead = Lead::fold(&events);
+            .map_err(|s| ApiError::unavailable(s.message().to_owned()))?;
         let recorded = |duplicate| Recorded {
             lead_id: lead_id.to_string(),
             attempt,

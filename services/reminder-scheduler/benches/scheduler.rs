@@ -44,6 +44,7 @@
 //!
 //! `cargo bench -p reminder-scheduler --bench scheduler` (or `make bench BENCH=scheduler`)
 
+use kit::bench::{env_number, millis};
 use std::path::Path;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -64,13 +65,6 @@ const BENCH: &str = "scheduler";
 /// When the herd is due.
 const DUE: &str = "2026-12-24T09:00:00Z";
 const TEXT: &str = "Здравствуйте! Как договаривались, напоминаем о нашем разговоре.";
-
-fn env_number(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 /// The event store's and the scheduler's settings: their defaults (as
 /// `--help` shows them), on ephemeral ports.
@@ -180,13 +174,6 @@ async fn wait_for(db: &tokio_postgres::Client, what: &str, sql: &str, expected: 
         (scalar(db, sql).await >= expected).then_some(())
     })
     .await;
-}
-
-fn millis(from: SystemTime, to: SystemTime) -> f64 {
-    match to.duration_since(from) {
-        Ok(d) => d.as_secs_f64() * 1000.0,
-        Err(e) => -e.duration().as_secs_f64() * 1000.0,
-    }
 }
 
 /// The `q` quantile (0..1) of sorted `values`, nearest rank.
