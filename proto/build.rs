@@ -8,6 +8,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "callflow/reminders/v1/reminders.proto",
         "callflow/timers/v1/timers.proto",
         "callflow/leads/v1/leads.proto",
+        "callflow/routing/v1/routing.proto",
         "callflow/options/v1/options.proto",
     ];
     for file in files {

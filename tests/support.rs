@@ -36,6 +36,12 @@ pub const LEADS_TOKEN: &str = "e2e-leads-token";
 
 /// Every service on ephemeral ports, with settings that make the test quick
 /// (short polls and backoffs) but otherwise the defaults.
+/// The call-router's example scenarios (the tests play them).
+pub const SCENARIOS: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../infra/call-router/scenarios.toml"
+);
+
 pub fn config(db: &TestDb, bus: &TestBus) -> UpConfig {
     use clap::Parser;
     #[derive(clap::Parser)]
@@ -94,6 +100,12 @@ pub fn config(db: &TestDb, bus: &TestBus) -> UpConfig {
         any,
         "--bitrix-timeout",
         "1s",
+        "--router-http-addr",
+        any,
+        "--router-grpc-addr",
+        any,
+        "--router-scenarios",
+        SCENARIOS,
     ])
     .expect("test configuration parses");
     let mut up = args.up;

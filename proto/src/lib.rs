@@ -39,6 +39,14 @@ pub mod leads {
     }
 }
 
+/// `callflow.routing.v1`: the call-router's directory, masking sessions
+/// and statistics.
+pub mod routing {
+    pub mod v1 {
+        tonic::include_proto!("callflow.routing.v1");
+    }
+}
+
 /// Every message of the packages above, for decoding by name (JSON
 /// export) and for reading field options (personal data).
 pub fn descriptors() -> &'static prost_reflect::DescriptorPool {

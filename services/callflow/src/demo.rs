@@ -159,6 +159,17 @@ async fn prepare(config: &mut UpConfig, name: &str) -> anyhow::Result<()> {
     config.call_ingest.leads_token = LEADS_TOKEN.into();
     config.lead_dialer.http_addr = any;
     config.lead_dialer.grpc_addr = any;
+    config.call_router.http_addr = any;
+    config.call_router.grpc_addr = any;
+    if !config.call_router.scenarios.exists() {
+        // Run from elsewhere than the repository's root: the example
+        // scenarios of this checkout.
+        config.call_router.scenarios = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../infra/call-router/scenarios.toml"
+        )
+        .into();
+    }
     config.reminder_scheduler.grpc_addr = any;
     config.reminder_scheduler.http_addr = any;
     config.reminder_scheduler.poll = Duration::from_millis(100);

@@ -51,6 +51,8 @@ pub struct UpConfig {
     pub analytics: analytics::Config,
     #[command(flatten)]
     pub lead_dialer: lead_dialer::Config,
+    #[command(flatten)]
+    pub call_router: call_router::Config,
 }
 
 /// Where a running system serves.
@@ -63,6 +65,8 @@ pub struct Addresses {
     pub reminder_http: SocketAddr,
     pub lead_http: SocketAddr,
     pub lead_grpc: SocketAddr,
+    pub router_http: SocketAddr,
+    pub router_grpc: SocketAddr,
     /// The provider simulator, when it runs here.
     pub simulator: Option<SocketAddr>,
 }
@@ -148,6 +152,12 @@ impl System {
                 (!token.is_empty()).then(|| token.clone()),
             );
         }
+        let router = call_router::CallRouter::bind(
+            config.common.clone(),
+            config.call_router.clone(),
+            clock.clone(),
+        )
+        .await?;
         let addresses = Addresses {
             event_store_grpc: store.grpc_addr(),
             event_store_http: store.http_addr(),
@@ -156,6 +166,8 @@ impl System {
             reminder_http: scheduler.http_addr(),
             lead_http: dialer.http_addr(),
             lead_grpc: dialer.grpc_addr(),
+            router_http: router.http_addr(),
+            router_grpc: router.grpc_addr(),
             simulator: sim_addr,
         };
         let common = config.common.clone();
@@ -228,6 +240,13 @@ impl System {
             &tasks,
             "lead-dialer",
             dialer.run(shutdown.clone()),
+            &shutdown,
+            &failed,
+        );
+        supervise(
+            &tasks,
+            "call-router",
+            router.run(shutdown.clone()),
             &shutdown,
             &failed,
         );
@@ -318,6 +337,14 @@ pub async fn up(config: UpConfig, shutdown: CancellationToken) -> anyhow::Result
     println!(
         "                          dashboard http://{}/dashboard/summary  /dashboard/manual-queue  gRPC http://{}",
         a.lead_http, a.lead_grpc
+    );
+    println!(
+        "  call-router             PBX http://{}/pbx/v1/calls  /pbx/exolve/{{line}}  stats /stats/daily",
+        a.router_http
+    );
+    println!(
+        "                          gRPC http://{} (Directory, Masking, RoutingStats)",
+        a.router_grpc
     );
     println!(
         "  analytics               schema analytics (view analytics.funnel)  ops http://{analytics_http}/readyz"

@@ -20,6 +20,7 @@ use serde_json::{Value, json};
 
 use crate::calls::{self, CallOutcome};
 use crate::faults::{Fault, Target};
+use crate::pbx::{self, PbxScript};
 use crate::pipeline::parse_form;
 use crate::state::digits;
 use crate::{Shared, SimHandle, exolve};
@@ -75,6 +76,7 @@ pub(crate) fn routes() -> Router<Arc<Shared>> {
         .route("/_sim/calls", get(placed_calls))
         .route("/_sim/calls/scripts", post(script_calls))
         .route("/_sim/calls/webhooks", post(set_call_events))
+        .route("/_sim/pbx/calls", post(play_pbx_call))
 }
 
 async fn reset(State(sim): State<Arc<Shared>>) -> Json<Value> {
@@ -369,4 +371,46 @@ async fn set_call_events(
     });
     handle(sim).set_call_events(request.voximplant, request.exolve, request.token);
     Ok(Json(answer))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PbxCallRequest {
+    /// The call-control server's endpoint.
+    url: String,
+    script: PbxScript,
+}
+
+/// Plays a whole call against a router and answers its log; 502 when the
+/// router broke the protocol (or could not be reached), since the fault is
+/// upstream of the simulator.
+async fn play_pbx_call(
+    State(sim): State<Arc<Shared>>,
+    body: Bytes,
+) -> Result<Response, BadRequest> {
+    let mut request: PbxCallRequest = parse(&body)?;
+    if !calls::is_webhook_url(&request.url) {
+        return Err(BadRequest(format!(
+            "url `{}` is not an absolute http(s) URL",
+            request.url
+        )));
+    }
+    // "Now" is the simulator's clock, so a test clock dates the call.
+    request.script.started_at.get_or_insert_with(|| sim.now());
+    let client = reqwest::Client::new();
+    let played = tokio::select! {
+        played = pbx::play_call(&client, &request.url, &request.script) => played,
+        _ = sim.stopping.cancelled() => {
+            let stopping = json!({ "error": "the simulator is shutting down" });
+            return Ok((StatusCode::SERVICE_UNAVAILABLE, Json(stopping)).into_response());
+        }
+    };
+    Ok(match played {
+        Ok(call) => Json(json!(call)).into_response(),
+        Err(e) => (
+            StatusCode::BAD_GATEWAY,
+            Json(json!({ "error": e.to_string() })),
+        )
+            .into_response(),
+    })
 }

@@ -151,6 +151,20 @@
 //! phone and [reports the outcome](#calls-scripts-and-outcome-reports);
 //! any other custom data starts a scenario that plays nothing.
 //!
+//! ## PBX ([`pbx`])
+//!
+//! The other way round: here the simulator is the client. A PBX that asks
+//! an HTTP server what to do next (callflow's `call-router`, the
+//! call-control protocol) is played by [`pbx::play_call`]: it posts each
+//! step of one call to the router, performs the instructions on a scripted
+//! caller and scripted callees ([`pbx::PbxScript`]: the digits typed, how
+//! each dialled number answers), checks every answer strictly, and returns
+//! the log ([`pbx::PbxCall`]: steps with latencies, what was said and
+//! dialled, who answered, fallbacks, late answers, recordings). Over HTTP:
+//! `POST /_sim/pbx/calls`. [`pbx::ask_follow_me`] asks an Exolve dynamic
+//! forwarding handler (JSON-RPC `getControlCallFollowMe`) where to forward
+//! a call. The module docs give the rules.
+//!
 //! # Calls: scripts and outcome reports
 //!
 //! Calls placed through Voximplant (`StartScenarios` with callflow's
@@ -262,6 +276,7 @@
 //! | `POST /_sim/calls/scripts` | `{"phone": "+79161234567", "outcomes": ["no_answer", "human"], "delay_ms"?: 0}` | script calls to a number (11–15 digits; outcomes non-empty; delay at most an hour) |
 //! | `GET /_sim/calls` | | [`PlacedCall`]s |
 //! | `POST /_sim/calls/webhooks` | `{"voximplant": url\|null, "exolve": url\|null, "token": "..."\|null}` | where reports go (a missing field is null; unknown fields, relative or non-http URLs and an empty token are refused) |
+//! | `POST /_sim/pbx/calls` | `{"url": "<router endpoint>", "script": <PbxScript>}` | play one call against a call-control server; the [`pbx::PbxCall`] log, or 502 `{"error"}` when the router broke the protocol or could not be reached |
 //!
 //! Target names are snake case: `exolve_send_sms`, `exolve_get_list`,
 //! `exolve_transcription`, `exolve_transcription_state`,
@@ -286,6 +301,9 @@
 //! curl -XPOST localhost:9900/_sim/calls/scripts -d '{"phone": "+79161234567",
 //!      "outcomes": ["no_answer", "no_answer", "human"], "delay_ms": 2000}'
 //! curl localhost:9900/_sim/calls
+//! curl -XPOST localhost:9900/_sim/pbx/calls -d '{"url": "http://localhost:8080/pbx/v1/calls",
+//!      "script": {"call_id": "demo-1", "numa": "+79161234567", "numb": "+74951110000",
+//!                 "digits": ["1"], "answers": {"+74951110001": {"human": {"after_ms": 3000}}}}}'
 //! curl -XPOST localhost:9900/_sim/bitrix/companies -d '{"TITLE": "CPA Net", "UF_CRM_PARTNER_CODE": "cpa-net-7"}'
 //! curl -XPOST localhost:9900/_sim/reset
 //! ```
@@ -295,6 +313,7 @@ pub mod calls;
 mod control;
 pub mod exolve;
 pub mod faults;
+pub mod pbx;
 mod pipeline;
 pub mod slack;
 pub mod state;
