@@ -228,7 +228,34 @@ async fn a_client_with_an_order_reaches_the_shop_and_every_step_is_recorded() {
     assert_eq!(day.by_caller.get("client_with_order"), Some(&1));
     assert_eq!(day.escalations, 0);
     assert_eq!(day.time_to_answer_max_ms, 4_000);
-    let _ = stats.daily(DailyRequest::default()).await.unwrap();
+
+    // The support channel followed the call.
+    let said = kit::testing::eventually(
+        "support hears of the call",
+        Duration::from_secs(60),
+        || async {
+            let texts: Vec<String> = running
+                .sim
+                .slack_messages()
+                .into_iter()
+                .filter_map(|m| m.text)
+                .collect();
+            texts.iter().any(|t| t.contains("ended")).then_some(texts)
+        },
+    )
+    .await;
+    assert!(
+        said.contains(&"Call mp-1: client Анна is calling about order A-1001 (Книжный)".to_owned()),
+        "{said:?}"
+    );
+    assert!(
+        said.contains(&"Call mp-1: order_shop (+74957001001) answered".to_owned()),
+        "{said:?}"
+    );
+    assert!(
+        said.contains(&"Call mp-1 ended after 94 s: answered by the shop after 4 s".to_owned()),
+        "{said:?}"
+    );
     running.stop().await.unwrap();
 }
 
@@ -674,6 +701,22 @@ async fn the_router_falls_back_instead_of_failing() {
         .await
         .unwrap();
     assert_eq!(response.status(), 400);
+    // Once the outbox has forwarded everything, only the accepted steps
+    // are in the log.
+    let (db, connection) =
+        tokio_postgres::connect(&running.config.common.database_url, tokio_postgres::NoTls)
+            .await
+            .unwrap();
+    tokio::spawn(connection);
+    kit::testing::eventually("the outbox drains", Duration::from_secs(30), || async {
+        let left: i64 = db
+            .query_one("SELECT count(*) FROM call_router.outbox", &[])
+            .await
+            .unwrap()
+            .get(0);
+        (left == 0).then_some(())
+    })
+    .await;
     assert!(running.stream("inbound-bad-1").await.is_empty());
     assert_eq!(
         types(&running.stream("inbound-bad-3").await),

@@ -104,6 +104,10 @@ impl System {
             config.exolve.key = config.provider_sim.exolve_api_key.clone();
             config.notifier.telegram_url = sim.base_url();
             config.notifier.telegram_token = config.provider_sim.telegram_token.clone();
+            if config.notifier.support_slack_url.is_empty() {
+                config.notifier.support_slack_url =
+                    format!("{}/services/T0SIM/B0SUPPORT/sim-support", sim.base_url());
+            }
             config.lead_dialer.voximplant_url = sim.base_url();
             config.lead_dialer.bitrix_url = format!(
                 "{}/rest/1/{}",

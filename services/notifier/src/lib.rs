@@ -73,6 +73,18 @@ pub struct Config {
         default_value = "-1001000000001"
     )]
     pub telegram_chat: String,
+
+    /// Slack incoming-webhook URL of the support channel, which the default
+    /// rules tell about every step of routed inbound calls (empty: no
+    /// support channel).
+    #[arg(
+        id = "notifier_support_slack_url",
+        long = "notifier-support-slack-url",
+        env = "NOTIFIER_SUPPORT_SLACK_URL",
+        default_value = "",
+        hide_env_values = true
+    )]
+    pub support_slack_url: String,
 }
 
 /// Errors that stop the notifier.
@@ -103,6 +115,7 @@ pub fn load_rules(config: &Config) -> Result<rules::Rules, Error> {
             &config.telegram_url,
             &config.telegram_token,
             &config.telegram_chat,
+            &config.support_slack_url,
         )),
     }
 }

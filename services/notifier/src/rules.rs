@@ -219,34 +219,59 @@ impl Rules {
     }
 }
 
+/// The events of inbound calls the support channel hears about: who
+/// called, about which order, who answered, each escalation, fallbacks.
+pub const ROUTING_EVENTS: &[&str] = &[
+    "CallerIdentified",
+    "DialFinished",
+    "Escalated",
+    "FallbackUsed",
+    "InboundCallEnded",
+];
+
 /// The rules when no file is given: the managers' Telegram chat hears about
 /// consents, failed SMS, parked messages and the web leads' news: new,
-/// confirmed, rejected (cannot be called) and needing a person.
-pub fn defaults(telegram_url: &str, token: &str, chat_id: &str) -> Rules {
-    Rules {
-        targets: vec![Target {
-            name: "managers".into(),
-            destination: Destination::Telegram {
-                url: telegram_url.into(),
-                token: token.into(),
-                chat_id: chat_id.into(),
+/// confirmed, rejected (cannot be called) and needing a person; and, when a
+/// support Slack webhook is configured, the support channel follows every
+/// routed inbound call step by step.
+pub fn defaults(telegram_url: &str, token: &str, chat_id: &str, support_slack: &str) -> Rules {
+    let mut targets = vec![Target {
+        name: "managers".into(),
+        destination: Destination::Telegram {
+            url: telegram_url.into(),
+            token: token.into(),
+            chat_id: chat_id.into(),
+        },
+        per_minute: 20,
+    }];
+    let mut rules = vec![Rule {
+        events: vec![
+            "ConsentAnalyzed".into(),
+            "SmsFailed".into(),
+            "LeadReceived".into(),
+            "LeadConfirmed".into(),
+            "LeadRejected".into(),
+            "LeadNeedsManualProcessing".into(),
+            "DeadLettered".into(),
+        ],
+        destination: "managers".into(),
+        template: None,
+    }];
+    if !support_slack.is_empty() {
+        targets.push(Target {
+            name: "support".into(),
+            destination: Destination::Slack {
+                webhook_url: support_slack.into(),
             },
-            per_minute: 20,
-        }],
-        rules: vec![Rule {
-            events: vec![
-                "ConsentAnalyzed".into(),
-                "SmsFailed".into(),
-                "LeadReceived".into(),
-                "LeadConfirmed".into(),
-                "LeadRejected".into(),
-                "LeadNeedsManualProcessing".into(),
-                "DeadLettered".into(),
-            ],
-            destination: "managers".into(),
+            per_minute: 60,
+        });
+        rules.push(Rule {
+            events: ROUTING_EVENTS.iter().map(|e| e.to_string()).collect(),
+            destination: "support".into(),
             template: None,
-        }],
+        });
     }
+    Rules { targets, rules }
 }
 
 #[cfg(test)]

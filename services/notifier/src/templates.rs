@@ -6,9 +6,11 @@ use std::collections::BTreeMap;
 
 use kit::events::decode;
 use kit::proto::events::v1::{
-    CallCompleted, ConsentAnalyzed, ConsentDecision, ContactOptedOut, DeadLettered, Event,
-    LeadClosed, LeadConfirmed, LeadNeedsManualProcessing, LeadReceived, LeadRejected, ReminderDue,
-    ReminderScheduled, SmsDelivered, SmsFailed, SmsSent, SmsUndelivered, TranscriptionFailed,
+    CallCompleted, CallerIdentified, CallerKind, ConsentAnalyzed, ConsentDecision, ContactOptedOut,
+    DeadLettered, DialFinished, Escalated, Event, FallbackUsed, InboundCallEnded, LeadClosed,
+    LeadConfirmed, LeadNeedsManualProcessing, LeadReceived, LeadRejected, ReminderDue,
+    ReminderScheduled, SmsDelivered, SmsFailed, SmsSent, SmsUndelivered, TargetRole,
+    TranscriptionFailed,
 };
 
 /// The fields of `event` a template may name.
@@ -172,6 +174,82 @@ pub fn fields(event: &Event) -> BTreeMap<&'static str, String> {
                 f.insert("partner_id", e.partner_id);
             }
         }
+        "CallerIdentified" => {
+            if let Ok(e) = decode::<CallerIdentified>(event) {
+                let who = match CallerKind::try_from(e.kind) {
+                    Ok(CallerKind::ClientWithOrder) => format!("client {}", e.client_name),
+                    Ok(CallerKind::Shop) => "a partner shop".to_owned(),
+                    Ok(CallerKind::Courier) => format!("courier {}", e.courier_id),
+                    _ => "a caller without an order".to_owned(),
+                };
+                f.insert("call_id", e.call_id);
+                f.insert("who", who);
+                f.insert(
+                    "about",
+                    if e.order_id.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" about order {} ({})", e.order_id, e.shop_name)
+                    },
+                );
+            }
+        }
+        "DialFinished" => {
+            if let Ok(e) = decode::<DialFinished>(event) {
+                let outcome = match kit::proto::events::v1::DialOutcome::try_from(e.outcome) {
+                    Ok(kit::proto::events::v1::DialOutcome::Answered) => "answered",
+                    Ok(kit::proto::events::v1::DialOutcome::Busy) => "was busy",
+                    Ok(kit::proto::events::v1::DialOutcome::Failed) => "could not be reached",
+                    _ => "did not answer",
+                };
+                f.insert("call_id", e.call_id);
+                f.insert("target", e.target);
+                f.insert("number", e.number);
+                f.insert("outcome", outcome.into());
+            }
+        }
+        "Escalated" => {
+            if let Ok(e) = decode::<Escalated>(event) {
+                f.insert("call_id", e.call_id);
+                f.insert("from_target", e.from_target);
+                f.insert("to_target", e.to_target);
+                f.insert("reason", e.reason.replace('_', " "));
+            }
+        }
+        "FallbackUsed" => {
+            if let Ok(e) = decode::<FallbackUsed>(event) {
+                f.insert("call_id", e.call_id);
+                f.insert("reason", e.reason);
+                f.insert("detail", e.detail);
+            }
+        }
+        "InboundCallEnded" => {
+            if let Ok(e) = decode::<InboundCallEnded>(event) {
+                let role = TargetRole::try_from(e.answered_by).unwrap_or_default();
+                let seconds = |d: Option<prost_types::Duration>| d.map(|d| d.seconds).unwrap_or(0);
+                f.insert("call_id", e.call_id);
+                f.insert(
+                    "answered",
+                    match role {
+                        TargetRole::Unspecified => "nobody answered".to_owned(),
+                        role => format!(
+                            "answered by the {} after {} s",
+                            match role {
+                                TargetRole::Shop => "shop",
+                                TargetRole::Office => "office",
+                                TargetRole::CallCentre => "call centre",
+                                TargetRole::Counterpart => "other party",
+                                TargetRole::Store => "store",
+                                TargetRole::Operator => "operator",
+                                _ => "fallback number",
+                            },
+                            seconds(e.time_to_answer)
+                        ),
+                    },
+                );
+                f.insert("duration", seconds(e.duration).to_string());
+            }
+        }
         "CallCompleted" => {
             if let Ok(e) = decode::<CallCompleted>(event) {
                 f.insert("call_id", e.call_id);
@@ -218,6 +296,11 @@ pub fn default_template(event_type: &str) -> &'static str {
         }
         "LeadNeedsManualProcessing" => "Lead {lead_id} from {site} needs a person: {detail}",
         "LeadClosed" => "Lead {lead_id} from {site} closed after {attempts} call(s): {detail}",
+        "CallerIdentified" => "Call {call_id}: {who} is calling{about}",
+        "DialFinished" => "Call {call_id}: {target} ({number}) {outcome}",
+        "Escalated" => "Call {call_id}: {from_target} — {reason}, trying {to_target}",
+        "FallbackUsed" => "Call {call_id} got the fallback route ({reason}): {detail}",
+        "InboundCallEnded" => "Call {call_id} ended after {duration} s: {answered}",
         _ => "{type} in {stream} at {occurred_at}",
     }
 }
