@@ -109,6 +109,7 @@ async fn events_reach_each_destination_once_whatever_the_others_do() {
         telegram_url: String::new(),
         telegram_token: String::new(),
         telegram_chat: String::new(),
+        support_slack_url: String::new(),
     };
     tokio::spawn(notifier::run(common, config, stop.clone()));
 
