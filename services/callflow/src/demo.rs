@@ -11,8 +11,13 @@
 //! the shop's form are called back: one confirmed on the first call, one
 //! sent at night (SMS at once, called at 09:00 in Vladivostok), one
 //! answered on the third call, a wrong number, and one during a Bitrix24
-//! outage; the partner dashboard sums them up. It exits with an error
-//! unless every expectation held.
+//! outage; the partner dashboard sums them up. Then inbound calls
+//! ([`routing`]): the marketplace's number routes clients to their shop,
+//! escalating to the office and the call centre, a closed shop straight to
+//! the call centre, partner shops to the chat, a courier to the store; the
+//! neutral number bridges courier and client by order code; the support
+//! Slack channel follows and the routing statistics sum up. It exits with
+//! an error unless every expectation held.
 //!
 //! It runs on its own database (`callflow_demo`, recreated each run) and
 //! JetStream stream (`CALLFLOW_DEMO`, subjects `callflow_demo.evt.>`), so it neither
@@ -40,6 +45,8 @@ use kit::store_client::EventStoreClient;
 use provider_sim::{CallOutcome, Fault, Target};
 
 use crate::{System, UpConfig};
+
+mod routing;
 
 const BUSINESS_NUMBER: &str = "+74951234567";
 const EXOLVE_TOKEN: &str = "demo-exolve-token";
@@ -437,6 +444,7 @@ async fn play(system: &System, clock: &TestClock, token: &str) -> anyhow::Result
     }
 
     play_leads(system, clock, &store, &http, &mut failures).await?;
+    routing::play_routing(system, clock, &mut failures).await?;
 
     if failures.is_empty() {
         println!("\n✔ every expectation held");

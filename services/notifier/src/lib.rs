@@ -155,8 +155,11 @@ pub async fn run(common: Common, config: Config, shutdown: CancellationToken) ->
             store: store.clone(),
             http: http.clone(),
         };
+        // One message at a time: a channel reads like a story (a call's
+        // steps, a lead's news) and must not tell it out of order; chats
+        // take a message a second at best anyway.
         let consumer = ConsumerConfig {
-            concurrency: 4,
+            concurrency: 1,
             ..ConsumerConfig::new(
                 format!("{NAME}-{}", target.name),
                 format!("{}.>", bus.subject_prefix),
