@@ -83,8 +83,9 @@ impl Demo<'_> {
             .map(|d| (d.number.as_str(), d.outcome))
             .collect();
         if dialled != expect {
-            self.failures
-                .push(format!("call {id}: expected dials {expect:?}, got {dialled:?}"));
+            self.failures.push(format!(
+                "call {id}: expected dials {expect:?}, got {dialled:?}"
+            ));
         }
         if call.fallback_used || !call.violations.is_empty() {
             self.failures.push(format!(
@@ -179,7 +180,11 @@ pub(super) async fn play_routing(
         MARKETPLACE,
         &["1"],
         &[(OFFICE, Answer::Busy), (CALL_CENTRE, human(2_000))],
-        &[(BOOKSHOP, NoAnswer), (OFFICE, Busy), (CALL_CENTRE, Answered)],
+        &[
+            (BOOKSHOP, NoAnswer),
+            (OFFICE, Busy),
+            (CALL_CENTRE, Answered),
+        ],
     )
     .await?;
     demo.call(
@@ -274,14 +279,7 @@ pub(super) async fn play_routing(
                 .collect::<Vec<_>>()
         }
     };
-    wait_until(|| {
-        slack()
-            .iter()
-            .filter(|t| t.contains("ended after"))
-            .count()
-            >= 8
-    })
-    .await;
+    wait_until(|| slack().iter().filter(|t| t.contains("ended after")).count() >= 8).await;
     let messages = slack();
     println!(
         "  support Slack channel got {} message(s), for example:",
