@@ -39,6 +39,17 @@ fn human(after_ms: u64) -> Answer {
     Answer::Human { after_ms }
 }
 
+/// One call the PBX plays, and who must have been dialled.
+struct Call<'a> {
+    title: &'a str,
+    id: &'a str,
+    from: &'a str,
+    to: &'a str,
+    digits: &'a [&'a str],
+    answers: &'a [(&'a str, Answer)],
+    expect: &'a [(&'a str, DialOutcome)],
+}
+
 struct Demo<'a> {
     http: reqwest::Client,
     url: String,
@@ -48,21 +59,21 @@ struct Demo<'a> {
 
 impl Demo<'_> {
     /// Plays a call, prints its path, and checks who was dialled.
-    async fn call(
-        &mut self,
-        title: &str,
-        id: &str,
-        from: &str,
-        to: &str,
-        digits: &[&str],
-        answers: &[(&str, Answer)],
-        expect: &[(&str, DialOutcome)],
-    ) -> anyhow::Result<PbxCall> {
+    async fn call(&mut self, c: Call<'_>) -> anyhow::Result<PbxCall> {
+        let Call {
+            title,
+            id,
+            from,
+            to,
+            digits,
+            answers,
+            expect,
+        } = c;
         let mut script = PbxScript::new(id, from, to);
         script.started_at = Some(self.started_at);
         script.digits = digits.iter().map(|d| d.to_string()).collect();
         for (number, answer) in answers {
-            script.answers.insert(number.to_string(), answer.clone());
+            script.answers.insert(number.to_string(), *answer);
         }
         let call = play_call(&self.http, &self.url, &script)
             .await
@@ -163,60 +174,60 @@ pub(super) async fn play_routing(
         failures,
     };
     use DialOutcome::{Answered, Busy, NoAnswer};
-    demo.call(
-        "Анна calls about her order and presses 1: the shop answers",
-        "demo-in-1",
-        ANNA,
-        MARKETPLACE,
-        &["1"],
-        &[(BOOKSHOP, human(4_000))],
-        &[(BOOKSHOP, Answered)],
-    )
+    demo.call(Call {
+        title: "Анна calls about her order and presses 1: the shop answers",
+        id: "demo-in-1",
+        from: ANNA,
+        to: MARKETPLACE,
+        digits: &["1"],
+        answers: &[(BOOKSHOP, human(4_000))],
+        expect: &[(BOOKSHOP, Answered)],
+    })
     .await?;
-    demo.call(
-        "Анна again: the shop does not answer in 15 s, the office is busy, the call centre answers",
-        "demo-in-2",
-        ANNA,
-        MARKETPLACE,
-        &["1"],
-        &[(OFFICE, Answer::Busy), (CALL_CENTRE, human(2_000))],
-        &[
+    demo.call(Call {
+        title: "Анна again: the shop does not answer in 15 s, the office is busy, the call centre answers",
+        id: "demo-in-2",
+        from: ANNA,
+        to: MARKETPLACE,
+        digits: &["1"],
+        answers: &[(OFFICE, Answer::Busy), (CALL_CENTRE, human(2_000))],
+        expect: &[
             (BOOKSHOP, NoAnswer),
             (OFFICE, Busy),
             (CALL_CENTRE, Answered),
         ],
-    )
+    })
     .await?;
-    demo.call(
-        "Олег's shop opens only at night: straight to the call centre",
-        "demo-in-3",
-        OLEG,
-        MARKETPLACE,
-        &["1"],
-        &[(CALL_CENTRE, human(3_000))],
-        &[(CALL_CENTRE, Answered)],
-    )
+    demo.call(Call {
+        title: "Олег's shop opens only at night: straight to the call centre",
+        id: "demo-in-3",
+        from: OLEG,
+        to: MARKETPLACE,
+        digits: &["1"],
+        answers: &[(CALL_CENTRE, human(3_000))],
+        expect: &[(CALL_CENTRE, Answered)],
+    })
     .await?;
-    demo.call(
-        "A partner shop calls: sent to the support chat",
-        "demo-in-4",
-        BOOKSHOP,
-        MARKETPLACE,
-        &[],
-        &[],
-        &[],
-    )
+    demo.call(Call {
+        title: "A partner shop calls: sent to the support chat",
+        id: "demo-in-4",
+        from: BOOKSHOP,
+        to: MARKETPLACE,
+        digits: &[],
+        answers: &[],
+        expect: &[],
+    })
     .await?;
     let courier = demo
-        .call(
-            "An external courier calls: put through to the store, recorded",
-            "demo-in-5",
-            COURIER,
-            MARKETPLACE,
-            &[],
-            &[(STORE, human(2_000))],
-            &[(STORE, Answered)],
-        )
+        .call(Call {
+            title: "An external courier calls: put through to the store, recorded",
+            id: "demo-in-5",
+            from: COURIER,
+            to: MARKETPLACE,
+            digits: &[],
+            answers: &[(STORE, human(2_000))],
+            expect: &[(STORE, Answered)],
+        })
         .await?;
     if courier.recordings.len() != 1 {
         demo.failures
@@ -235,39 +246,39 @@ pub(super) async fn play_routing(
         .await?;
     say("Delivery 48213 opened a masking session on the neutral number for 4 hours");
     let bridged = demo
-        .call(
-            "The courier calls the neutral number and types 48213: Анна answers, seeing the neutral number",
-            "demo-mask-1",
-            COURIER,
-            NEUTRAL,
-            &["48213"],
-            &[(ANNA, human(5_000))],
-            &[(ANNA, Answered)],
-        )
+        .call(Call {
+            title: "The courier calls the neutral number and types 48213: Анна answers, seeing the neutral number",
+            id: "demo-mask-1",
+            from: COURIER,
+            to: NEUTRAL,
+            digits: &["48213"],
+            answers: &[(ANNA, human(5_000))],
+            expect: &[(ANNA, Answered)],
+        })
         .await?;
     if bridged.dials.first().and_then(|d| d.caller_id.as_deref()) != Some(NEUTRAL) {
         demo.failures
             .push("the client saw another number than the neutral one".into());
     }
-    demo.call(
-        "Анна calls back through the neutral number: the courier answers",
-        "demo-mask-2",
-        ANNA,
-        NEUTRAL,
-        &["48213"],
-        &[(COURIER, human(3_000))],
-        &[(COURIER, Answered)],
-    )
+    demo.call(Call {
+        title: "Анна calls back through the neutral number: the courier answers",
+        id: "demo-mask-2",
+        from: ANNA,
+        to: NEUTRAL,
+        digits: &["48213"],
+        answers: &[(COURIER, human(3_000))],
+        expect: &[(COURIER, Answered)],
+    })
     .await?;
-    demo.call(
-        "Someone else types the code, is asked to call from the order's number, presses #: an operator",
-        "demo-mask-3",
-        "+79165550005",
-        NEUTRAL,
-        &["48213", "#"],
-        &[(OPERATOR, human(1_000))],
-        &[(OPERATOR, Answered)],
-    )
+    demo.call(Call {
+        title: "Someone else types the code, is asked to call from the order's number, presses #: an operator",
+        id: "demo-mask-3",
+        from: "+79165550005",
+        to: NEUTRAL,
+        digits: &["48213", "#"],
+        answers: &[(OPERATOR, human(1_000))],
+        expect: &[(OPERATOR, Answered)],
+    })
     .await?;
 
     let slack = {
