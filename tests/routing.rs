@@ -209,7 +209,7 @@ async fn a_client_with_an_order_reaches_the_shop_and_every_step_is_recorded() {
     assert_eq!(end.ended_by, "pbx");
 
     // The daily statistics see the call.
-    let mut stats = RoutingStatsClient::connect(grpc(&running)).await.unwrap();
+    let stats = RoutingStatsClient::connect(grpc(&running)).await.unwrap();
     let day = kit::testing::eventually("the call is counted", Duration::from_secs(30), || {
         let mut stats = stats.clone();
         async move {
