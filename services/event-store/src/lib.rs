@@ -116,6 +116,14 @@ pub enum Error {
     Config(String),
 }
 
+/// Applies the log's schema migrations (idempotent; concurrent runs wait
+/// for each other).
+pub async fn migrate(common: &Common) -> Result<(), Error> {
+    let mut client = kit::db::connect(&common.database_url).await?;
+    kit::db::migrate(&mut client, schema::SCHEMA, schema::MIGRATIONS).await?;
+    Ok(())
+}
+
 /// An event store with its listeners bound and its schema migrated, ready to
 /// [`run`](EventStore::run).
 pub struct EventStore {
@@ -130,8 +138,7 @@ impl EventStore {
     pub async fn build(common: Common, config: Config) -> Result<Self, Error> {
         let grpc = bind(config.grpc_addr).await?;
         let http = bind(config.http_addr).await?;
-        let mut client = kit::db::connect(&common.database_url).await?;
-        kit::db::migrate(&mut client, schema::SCHEMA, schema::MIGRATIONS).await?;
+        migrate(&common).await?;
         Ok(Self {
             common,
             config,

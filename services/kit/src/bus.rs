@@ -33,6 +33,7 @@ pub struct Bus {
     pub jetstream: jetstream::Context,
     pub stream_name: String,
     pub subject_prefix: String,
+    pub replicas: usize,
 }
 
 impl Bus {
@@ -57,6 +58,7 @@ impl Bus {
             client,
             stream_name: config.jetstream_stream.clone(),
             subject_prefix: config.subject_prefix.clone(),
+            replicas: config.jetstream_replicas.max(1),
         })
     }
 
@@ -75,6 +77,7 @@ impl Bus {
             storage: stream::StorageType::File,
             retention: stream::RetentionPolicy::Limits,
             duplicate_window: DUPLICATE_WINDOW,
+            num_replicas: self.replicas,
             ..Default::default()
         }
     }

@@ -43,6 +43,16 @@ pub struct Common {
     )]
     pub jetstream_stream: String,
 
+    /// Copies JetStream keeps of the stream when it creates it (3 on a
+    /// three-node cluster; 1 on a single server). An existing stream keeps
+    /// its own setting.
+    #[arg(
+        long = "jetstream-replicas",
+        env = "CALLFLOW_JETSTREAM_REPLICAS",
+        default_value_t = 1
+    )]
+    pub jetstream_replicas: usize,
+
     /// Subject prefix of published events: `<prefix>.<category>.<Type>`.
     #[arg(
         long = "subject-prefix",

@@ -163,6 +163,7 @@ pub fn common(database_url: &str, bus: &TestBus) -> Common {
         nats_url: bus.nats_url.clone(),
         event_store_url: "http://127.0.0.1:1".into(),
         jetstream_stream: bus.stream.clone(),
+        jetstream_replicas: 1,
         subject_prefix: bus.prefix.clone(),
         event_store_auth_secret: "test-secret".into(),
         event_store_token: None,
