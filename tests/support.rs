@@ -156,6 +156,27 @@ impl Running {
         }
     }
 
+    /// A second replica of every service (its own ports, no simulator of
+    /// its own) on the same database, NATS stream, clock and simulator:
+    /// scale-out as Kubernetes runs it. Stop it with its token.
+    pub async fn replica(&self) -> (System, CancellationToken) {
+        let mut config = self.config.clone();
+        config.simulator = false;
+        let sim = self.sim.base_url().to_owned();
+        config.exolve.url = sim.clone();
+        config.exolve.key = config.provider_sim.exolve_api_key.clone();
+        config.notifier.telegram_url = sim.clone();
+        config.notifier.telegram_token = config.provider_sim.telegram_token.clone();
+        config.lead_dialer.voximplant_url = sim.clone();
+        config.lead_dialer.bitrix_url =
+            format!("{sim}/rest/1/{}", config.provider_sim.bitrix_secret);
+        let shutdown = CancellationToken::new();
+        let system = System::start(config, self.clock.clone(), shutdown.clone())
+            .await
+            .expect("the replica starts");
+        (system, shutdown)
+    }
+
     /// Stops every service and waits for them to drain.
     pub async fn stop(&mut self) -> anyhow::Result<()> {
         self.shutdown.cancel();
