@@ -67,12 +67,17 @@ impl Projector for StatsProjector {
             ))
             .await
         };
-        let ensure = tx
-            .prepare_cached(
-                "INSERT INTO call_router.calls (call_id) VALUES ($1) ON CONFLICT (call_id) DO NOTHING",
-            )
-            .await?;
-        tx.execute(&ensure, &[&call_id]).await?;
+        // A call's row is made by its first event (InboundCallStarted, or
+        // FallbackUsed for a step of a call the router never saw start);
+        // the others only fill in columns.
+        if matches!(event.r#type.as_str(), "InboundCallStarted" | "FallbackUsed") {
+            let ensure = tx
+                .prepare_cached(
+                    "INSERT INTO call_router.calls (call_id) VALUES ($1) ON CONFLICT (call_id) DO NOTHING",
+                )
+                .await?;
+            tx.execute(&ensure, &[&call_id]).await?;
+        }
         match event.r#type.as_str() {
             "InboundCallStarted" => {
                 let e: InboundCallStarted = decode(event)?;
