@@ -20,7 +20,7 @@ export RUST_LOG ?= info
 
 BENCH ?=
 
-.PHONY: help services python-client build run demo test bench lint fmt toolchain clean-local
+.PHONY: help services python-client k8s-check build run demo test bench lint fmt toolchain clean-local
 
 help:
 	@echo "make run    set up Postgres + NATS, build, run every service (callflow up)"
@@ -40,6 +40,12 @@ services:
 python-client:
 	@tests/python/setup.sh
 
+# The Kubernetes manifests (infra/k8s): yamllint, every overlay rendered
+# with kubectl kustomize and validated offline against the API schemas, and
+# policy checks; installs its tools into .local/k8s-tools, quick once there.
+k8s-check:
+	@infra/k8s-check.sh
+
 build: toolchain
 	cargo build --workspace --bins
 
@@ -51,7 +57,7 @@ demo: toolchain services
 	cargo build -p callflow
 	$(LOAD_ENV); RUST_LOG=warn target/debug/callflow demo
 
-test: toolchain services python-client
+test: toolchain services python-client k8s-check
 	@if cargo nextest --version >/dev/null 2>&1; then \
 	  $(LOAD_ENV); cargo nextest run --workspace --no-fail-fast; \
 	else \
