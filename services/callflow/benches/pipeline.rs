@@ -100,6 +100,10 @@ fn config(db: &TestDb, bus: &TestBus) -> UpConfig {
         any,
         "--notifier-http-addr",
         any,
+        "--consent-analyzer-http-addr",
+        any,
+        "--transcription-http-addr",
+        any,
         "--analytics-http-addr",
         any,
     ])

@@ -188,6 +188,8 @@ async fn prepare(config: &mut UpConfig, name: &str) -> anyhow::Result<()> {
     config.sms_sender.quiet_recheck = Duration::from_millis(300);
     config.sms_sender.status_poll = Duration::from_millis(300);
     config.notifier.http_addr = any;
+    config.consent_analyzer.http_addr = any;
+    config.transcription.http_addr = any;
     config.analytics.http_addr = any;
     config.common.jetstream_stream = name.to_uppercase();
     config.common.subject_prefix = format!("{name}.evt");

@@ -26,6 +26,15 @@ pub const NAME: &str = "consent-analyzer";
 #[group(id = "consent_analyzer")]
 #[command(next_help_heading = "consent-analyzer")]
 pub struct Config {
+    /// Address of /healthz, /readyz and /metrics.
+    #[arg(
+        id = "consent_analyzer_http_addr",
+        long = "consent-analyzer-http-addr",
+        env = "CONSENT_ANALYZER_HTTP_ADDR",
+        default_value = "127.0.0.1:9105"
+    )]
+    pub http_addr: std::net::SocketAddr,
+
     /// Transcripts analysed at once.
     #[arg(
         id = "consent_analyzer_concurrency",
@@ -54,10 +63,28 @@ pub enum Error {
     Store(#[from] tonic::transport::Error),
     #[error(transparent)]
     Consumer(#[from] consumer::ConsumerError),
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("HTTP server: {0}")]
+    Http(std::io::Error),
 }
 
 /// Runs the service until `shutdown`.
 pub async fn run(common: Common, config: Config, shutdown: CancellationToken) -> Result<(), Error> {
+    let http = tokio::net::TcpListener::bind(config.http_addr)
+        .await
+        .map_err(|source| Error::Listen {
+            addr: config.http_addr,
+            source,
+        })?;
+    let health = kit::health::serve_http(
+        http,
+        kit::health::routes(kit::health::Health::new()),
+        shutdown.clone(),
+    );
     let bus = Bus::connect(&common, NAME).await?;
     let store = common.event_store(NAME)?;
     let consumer = ConsumerConfig {
@@ -71,7 +98,12 @@ pub async fn run(common: Common, config: Config, shutdown: CancellationToken) ->
     let analyzer = Analyzer {
         contact_salt: common.contact_salt.clone(),
     };
-    consumer::run(bus, store, consumer, Arc::new(analyzer), shutdown).await?;
+    let (consumed, served) = tokio::join!(
+        consumer::run(bus, store, consumer, Arc::new(analyzer), shutdown),
+        health
+    );
+    consumed?;
+    served.map_err(Error::Http)?;
     Ok(())
 }
 

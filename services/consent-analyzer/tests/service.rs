@@ -54,6 +54,7 @@ async fn start(store: &TestStore) -> CancellationToken {
     common.event_store_url = store.url();
     let shutdown = CancellationToken::new();
     let config = Config {
+        http_addr: "127.0.0.1:0".parse().unwrap(),
         concurrency: 4,
         max_deliveries: 3,
     };

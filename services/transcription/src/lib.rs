@@ -27,6 +27,15 @@ pub const NAME: &str = "transcription";
 #[group(id = "transcription")]
 #[command(next_help_heading = "transcription")]
 pub struct Config {
+    /// Address of /healthz, /readyz and /metrics.
+    #[arg(
+        id = "transcription_http_addr",
+        long = "transcription-http-addr",
+        env = "TRANSCRIPTION_HTTP_ADDR",
+        default_value = "127.0.0.1:9109"
+    )]
+    pub http_addr: std::net::SocketAddr,
+
     /// How long after a call ends to keep asking for its transcript.
     #[arg(id = "transcription_deadline", long = "transcription-deadline", env = "TRANSCRIPTION_DEADLINE", default_value = "30m", value_parser = parse_duration)]
     pub deadline: Duration,
@@ -69,6 +78,13 @@ pub enum Error {
     Store(#[from] tonic::transport::Error),
     #[error(transparent)]
     Consumer(#[from] consumer::ConsumerError),
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("HTTP server: {0}")]
+    Http(std::io::Error),
 }
 
 /// Runs the service until `shutdown`.
@@ -79,6 +95,17 @@ pub async fn run(
     clock: SharedClock,
     shutdown: CancellationToken,
 ) -> Result<(), Error> {
+    let http = tokio::net::TcpListener::bind(config.http_addr)
+        .await
+        .map_err(|source| Error::Listen {
+            addr: config.http_addr,
+            source,
+        })?;
+    let health = kit::health::serve_http(
+        http,
+        kit::health::routes(kit::health::Health::new()),
+        shutdown.clone(),
+    );
     let bus = Bus::connect(&common, NAME).await?;
     let store = common.event_store(NAME)?;
     let consumer = ConsumerConfig {
@@ -94,6 +121,11 @@ pub async fn run(
         clock,
         config,
     };
-    consumer::run(bus, store, consumer, Arc::new(handler), shutdown).await?;
+    let (consumed, served) = tokio::join!(
+        consumer::run(bus, store, consumer, Arc::new(handler), shutdown),
+        health
+    );
+    consumed?;
+    served.map_err(Error::Http)?;
     Ok(())
 }
