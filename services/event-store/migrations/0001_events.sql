@@ -71,12 +71,20 @@ ALTER TABLE eventlog.events ENABLE ALWAYS TRIGGER events_serialize_appends;
 -- them tolerates another database having done it first.
 DO $$
 BEGIN
-    CREATE ROLE callflow_eventlog_writer NOLOGIN;
+    -- Looked up first: CREATE ROLE needs CREATEROLE even when the role
+    -- exists, and a managed database's owner may not have it.
+    IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'callflow_eventlog_writer') THEN
+        CREATE ROLE callflow_eventlog_writer NOLOGIN;
+    END IF;
 EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL;
 END $$;
 DO $$
 BEGIN
-    CREATE ROLE callflow_eventlog_reader NOLOGIN;
+    -- Looked up first: CREATE ROLE needs CREATEROLE even when the role
+    -- exists, and a managed database's owner may not have it.
+    IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'callflow_eventlog_reader') THEN
+        CREATE ROLE callflow_eventlog_reader NOLOGIN;
+    END IF;
 EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL;
 END $$;
 REVOKE ALL ON eventlog.events FROM PUBLIC;
