@@ -657,6 +657,32 @@ async fn the_router_falls_back_instead_of_failing() {
         decode(events.iter().find(|e| e.r#type == "FallbackUsed").unwrap()).unwrap();
     assert_eq!(used.reason, "deadline");
 
+    // The outbox itself stalls: every step is the fallback, and once the
+    // database is back the log tells what the PBX was told — none of the
+    // decisions it never got, and the call's end once.
+    client
+        .batch_execute("BEGIN; LOCK TABLE call_router.outbox IN ACCESS EXCLUSIVE MODE")
+        .await
+        .unwrap();
+    let mut s = script("fb-4", CLIENT, MARKETPLACE);
+    s.answers.insert(OFFICE.into(), human(1_000));
+    let call = play(&running, &s).await;
+    assert!(call.steps.iter().all(|step| step.fallback));
+    assert_eq!(call.late_answers, 0);
+    client.batch_execute("ROLLBACK").await.unwrap();
+    let events = call_events(&running, "fb-4").await;
+    assert_eq!(
+        types(&events),
+        [
+            "InboundCallStarted",
+            "FallbackUsed",
+            "DialAttempted",
+            "FallbackUsed",
+            "FallbackUsed",
+            "InboundCallEnded"
+        ]
+    );
+
     // Malformed steps: 400 with the reason; a wrong token where one is set
     // is tested in the router's own tests. Nothing is recorded for them.
     for (body, field) in [

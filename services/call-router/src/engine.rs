@@ -379,6 +379,7 @@ impl Engine {
             answered_after: answered
                 .then(|| to_proto_duration(Duration::from_millis(*answered_after_ms))),
             talk: answered.then(|| to_proto_duration(Duration::from_millis(*talk_ms))),
+            caller: step.caller.as_str().to_owned(),
         });
         if answered {
             state.answered = Some((dialling.role, dialling.at_ms + answered_after_ms));
@@ -542,6 +543,7 @@ impl Engine {
             number: number.clone(),
             timeout: Some(to_proto_duration(timeout)),
             record,
+            caller: step.caller.as_str().to_owned(),
         });
         state.dialling = Some(Dialling {
             target: target.to_owned(),
@@ -646,6 +648,7 @@ impl Engine {
                             order_code: digits.to_owned(),
                             caller_role: role.into(),
                             counterpart: counterpart.clone(),
+                            caller: step.caller.as_str().to_owned(),
                         });
                         let announce = if role == "courier" {
                             &m.announce_courier
@@ -765,6 +768,7 @@ impl Engine {
                     number: targets[0].number.clone(),
                     timeout: Some(to_proto_duration(fallback.targets[0].1)),
                     record: false,
+                    caller: step.caller.as_str().to_owned(),
                 });
                 state.dialling = Some(Dialling {
                     target: "fallback".into(),
@@ -893,6 +897,7 @@ fn identified(step: &Step, caller: &Caller) -> CallerIdentified {
         shop_id: shop.map(|s| s.shop_id.clone()).unwrap_or_default(),
         shop_name: shop.map(|s| s.name.clone()).unwrap_or_default(),
         courier_id: caller.courier_id.clone(),
+        caller: step.caller.as_str().to_owned(),
     }
 }
 

@@ -13,7 +13,7 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use deadpool_postgres::Pool;
 use futures::StreamExt;
@@ -34,8 +34,15 @@ const WRITE_BATCH: usize = 512;
 struct Job {
     stream: String,
     events: Vec<Vec<u8>>,
+    /// When the answer these events record is given up for: the write must
+    /// commit before, or not at all (the PBX then gets the fallback, whose
+    /// own events tell what happened).
+    deadline: Option<Instant>,
     done: oneshot::Sender<Result<(), String>>,
 }
+
+/// Kept free of a deadline for the commit itself and the way back.
+const COMMIT_MARGIN: Duration = Duration::from_millis(25);
 
 /// Writes decisions' events durably; cheap to clone.
 #[derive(Clone)]
@@ -57,8 +64,14 @@ impl Outbox {
         Self { jobs, wake }
     }
 
-    /// Writes `events` of `stream`; returns once they are committed.
-    pub async fn write(&self, stream: &str, events: &[NewEvent]) -> Result<(), OutboxError> {
+    /// Writes `events` of `stream`; returns once they are committed. With a
+    /// `deadline`, they are committed before it or not at all.
+    pub async fn write(
+        &self,
+        stream: &str,
+        events: &[NewEvent],
+        deadline: Option<Instant>,
+    ) -> Result<(), OutboxError> {
         if events.is_empty() {
             return Ok(());
         }
@@ -66,6 +79,7 @@ impl Outbox {
         let job = Job {
             stream: stream.to_owned(),
             events: events.iter().map(|e| e.encode_to_vec()).collect(),
+            deadline,
             done,
         };
         self.jobs
@@ -85,7 +99,7 @@ impl Outbox {
         tokio::spawn(async move {
             let mut delay = Duration::from_millis(100);
             loop {
-                match outbox.write(&stream, &events).await {
+                match outbox.write(&stream, &events, None).await {
                     Ok(()) => return,
                     Err(error) => {
                         tracing::warn!(%error, %stream, "fallback events not yet written; retrying");
@@ -103,20 +117,49 @@ impl Outbox {
     }
 }
 
-/// Takes whatever decisions are waiting and writes them in one statement.
+/// Takes whatever decisions are waiting and writes them in one statement,
+/// on a connection of its own.
 async fn write_loop(pool: Pool, mut jobs: mpsc::Receiver<Job>, wake: Arc<Notify>) {
     let mut batch = Vec::with_capacity(WRITE_BATCH);
+    let mut connection: Option<deadpool_postgres::Object> = None;
     while jobs.recv_many(&mut batch, WRITE_BATCH).await > 0 {
+        // Decisions whose answer was already given up for are not written:
+        // the PBX got the fallback instead.
+        let now = Instant::now();
+        let (late, live): (Vec<Job>, Vec<Job>) = batch.drain(..).partition(|job| {
+            job.done.is_closed() || job.deadline.is_some_and(|d| d <= now + COMMIT_MARGIN)
+        });
+        for job in late {
+            let _ = job.done.send(Err("too late".into()));
+        }
+        if live.is_empty() {
+            continue;
+        }
+        // The statement may run only until the earliest deadline: a stalled
+        // database must not commit, seconds later, a decision the PBX never
+        // got.
+        let limit = live.iter().filter_map(|job| job.deadline).min().map(|d| {
+            d.saturating_duration_since(now + COMMIT_MARGIN)
+                .max(Duration::from_millis(1))
+        });
         let mut streams = Vec::new();
         let mut events = Vec::new();
-        for job in &batch {
+        for job in &live {
             for event in &job.events {
                 streams.push(job.stream.as_str());
                 events.push(event.as_slice());
             }
         }
         let result = async {
-            let client = pool.get().await.map_err(|e| e.to_string())?;
+            if connection.is_none() {
+                connection = Some(pool.get().await.map_err(|e| e.to_string())?);
+            }
+            let client = connection.as_ref().expect("just connected");
+            let timeout = limit.map_or(0, |d| d.as_millis().max(1));
+            client
+                .batch_execute(&format!("SET statement_timeout = {timeout}"))
+                .await
+                .map_err(|e| e.to_string())?;
             let sql = client
                 .prepare_cached(
                     "INSERT INTO call_router.outbox (stream, event)
@@ -131,10 +174,16 @@ async fn write_loop(pool: Pool, mut jobs: mpsc::Receiver<Job>, wake: Arc<Notify>
         }
         .await;
         let result = result.map(|_| ());
-        if result.is_ok() {
-            wake.notify_one();
+        match &result {
+            Ok(()) => wake.notify_one(),
+            // A broken connection is replaced; a timeout leaves it usable.
+            Err(_) => {
+                if connection.as_ref().is_some_and(|c| c.is_closed()) {
+                    connection = None;
+                }
+            }
         }
-        for job in batch.drain(..) {
+        for job in live {
             let _ = job.done.send(result.clone());
         }
     }

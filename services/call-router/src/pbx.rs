@@ -56,10 +56,11 @@ impl Pbx {
     /// Decides and records a step within the budget, or falls back.
     async fn decide(&self, step: &Step) -> Result<Decision, ApiError> {
         let started = Instant::now();
+        let deadline = started + self.budget;
         let work = async {
             let decision = self.engine.decide(&self.lookups, step).await?;
             self.outbox
-                .write(&decision.stream, &decision.events)
+                .write(&decision.stream, &decision.events, Some(deadline))
                 .await
                 .map_err(|e| Failure::Lookup(crate::engine::LookupError(e.to_string())))?;
             Ok::<_, Failure>(decision)
@@ -172,10 +173,15 @@ async fn exolve(
         Err(e) => return rpc_error(request.id, -32602, e.0),
     };
     let started = Instant::now();
+    let deadline = started + pbx.budget;
     let work = async {
         let (targets, events) = pbx.engine.follow_me(&pbx.lookups, &step).await?;
         pbx.outbox
-            .write(&crate::engine::stream_of(&step.call_id), &events)
+            .write(
+                &crate::engine::stream_of(&step.call_id),
+                &events,
+                Some(deadline),
+            )
             .await
             .map_err(|e| Failure::Lookup(crate::engine::LookupError(e.to_string())))?;
         Ok::<_, Failure>(targets)
