@@ -30,6 +30,8 @@ const FORWARDER_LOCK: i64 = 0x6361_6c6c_726f_7574; // "callrout"
 const BATCH: i64 = 1_000;
 /// Decisions written together at most.
 const WRITE_BATCH: usize = 512;
+/// Batches being written at once.
+const WRITERS: usize = 3;
 
 struct Job {
     stream: String,
@@ -60,7 +62,13 @@ impl Outbox {
     pub fn start(pool: Pool) -> Self {
         let (jobs, receiver) = mpsc::channel(4 * WRITE_BATCH);
         let wake = Arc::new(Notify::new());
-        tokio::spawn(write_loop(pool, receiver, wake.clone()));
+        // A few writers: while one batch waits for its commit (the WAL
+        // flush), the next is already on its way, and Postgres flushes
+        // their commits together.
+        let receiver = Arc::new(tokio::sync::Mutex::new(receiver));
+        for _ in 0..WRITERS {
+            tokio::spawn(write_loop(pool.clone(), receiver.clone(), wake.clone()));
+        }
         Self { jobs, wake }
     }
 
@@ -119,10 +127,14 @@ impl Outbox {
 
 /// Takes whatever decisions are waiting and writes them in one statement,
 /// on a connection of its own.
-async fn write_loop(pool: Pool, mut jobs: mpsc::Receiver<Job>, wake: Arc<Notify>) {
+async fn write_loop(
+    pool: Pool,
+    jobs: Arc<tokio::sync::Mutex<mpsc::Receiver<Job>>>,
+    wake: Arc<Notify>,
+) {
     let mut batch = Vec::with_capacity(WRITE_BATCH);
     let mut connection: Option<deadpool_postgres::Object> = None;
-    while jobs.recv_many(&mut batch, WRITE_BATCH).await > 0 {
+    while jobs.lock().await.recv_many(&mut batch, WRITE_BATCH).await > 0 {
         // Decisions whose answer was already given up for are not written:
         // the PBX got the fallback instead.
         let now = Instant::now();
@@ -189,16 +201,18 @@ async fn write_loop(pool: Pool, mut jobs: mpsc::Receiver<Job>, wake: Arc<Notify>
     }
 }
 
-/// Appends what the outbox holds to the log until `shutdown`.
+/// Appends what the outbox holds to the log until `shutdown`, at most
+/// `concurrency` appends at a time.
 pub async fn forward(
     pool: Pool,
     store: EventStoreClient,
+    concurrency: usize,
     wake: Arc<Notify>,
     shutdown: CancellationToken,
 ) {
     let mut backoff = Duration::from_millis(100);
     loop {
-        match forward_round(&pool, &store).await {
+        match forward_round(&pool, &store, concurrency.max(1)).await {
             Ok(0) => {
                 backoff = Duration::from_millis(100);
                 tokio::select! {
@@ -231,7 +245,11 @@ pub async fn forward(
 type Pending = (Vec<i64>, Vec<NewEvent>, HashSet<String>);
 
 /// One batch: append, delete what was appended. Returns the rows done.
-async fn forward_round(pool: &Pool, store: &EventStoreClient) -> Result<usize, String> {
+async fn forward_round(
+    pool: &Pool,
+    store: &EventStoreClient,
+    concurrency: usize,
+) -> Result<usize, String> {
     let mut client = pool.get().await.map_err(|e| e.to_string())?;
     let tx = client.transaction().await.map_err(|e| e.to_string())?;
     let locked: bool = tx
@@ -277,7 +295,7 @@ async fn forward_round(pool: &Pool, store: &EventStoreClient) -> Result<usize, S
                 }
             }
         })
-        .buffer_unordered(32)
+        .buffer_unordered(concurrency)
         .filter_map(|ids| async move { ids })
         .collect()
         .await;

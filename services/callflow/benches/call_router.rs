@@ -22,6 +22,12 @@
 //! 2. normal load: `BENCH_ROUTER_WARMUP_SECONDS` (default 3) not measured,
 //!    then `BENCH_ROUTER_SECONDS` (default 15); a fallback answer here is a
 //!    failure;
+//!    Then paced (open loop): `BENCH_ROUTER_RATE` decisions/s offered
+//!    (default 5,100, 2% above the target) as new calls at a quarter of that
+//!    rate, for the same time, against the trivial endpoint and the router;
+//!    a call's first decision is timed from when it was due. This is the
+//!    target's measurement (≥ 5,000 decisions/s with p99 < 20 ms); the
+//!    closed loop says how far the machine goes, where latency is queueing;
 //! 3. stall: a separate connection holds `ACCESS EXCLUSIVE` locks on the
 //!    directory and the outbox for `BENCH_ROUTER_STALL_SECONDS` (default 8)
 //!    under the same load: every answer should be the fallback, within the
@@ -30,7 +36,8 @@
 //!    (default 3) of the same load, then the outbox must drain to the log.
 //!
 //! Results (targets from the issue): decisions/s ≥ 5000 and p99 < 20 ms
-//! under normal load (baseline: the trivial endpoint), stall p99 below the
+//! at 5,100/s offered (baseline: the trivial endpoint at the same rate);
+//! the closed loop's decisions/s and p99 (report only), stall p99 below the
 //! deadline with every answer the fallback, decisions/s after the release,
 //! and the time the outbox takes to drain once the load stops. Besides:
 //! how far the log fell behind the decisions (events still in the outbox
@@ -40,7 +47,8 @@
 //!
 //! `cargo bench -p callflow --bench call_router` (or `make bench
 //! BENCH=call_router`) writes `target/bench/call_router.json`. The router's
-//! own settings (`CALL_ROUTER_DEADLINE`, `CALL_ROUTER_POOL`) are read from
+//! own settings (`CALL_ROUTER_DEADLINE`, `CALL_ROUTER_POOL`,
+//! `CALL_ROUTER_FORWARD_CONCURRENCY`) are read from
 //! the environment when set. `RUST_LOG=error` spares the warning the router
 //! logs per fallback.
 
@@ -214,13 +222,23 @@ impl Generator {
     /// Plays one call until it ends or `until` passes (then the call is
     /// abandoned, as a PBX whose caller hangs up mid-menu would, without a
     /// report). `answers` collects the raw answers when given.
-    async fn call(&self, until: Instant, tally: &mut Tally, mut answers: Option<&mut Vec<Bytes>>) {
+    /// `scheduled`: when the call was meant to start (paced load), from
+    /// which its first decision is timed, so that a generator falling
+    /// behind cannot hide the wait.
+    async fn call(
+        &self,
+        until: Instant,
+        tally: &mut Tally,
+        mut answers: Option<&mut Vec<Bytes>>,
+        scheduled: Option<Instant>,
+    ) {
         let n = self.next_call.fetch_add(1, Ordering::Relaxed);
         let call_id = format!("{}-{n}", self.run);
         let numa = client_phone(n.wrapping_mul(7919) % self.clients);
         let started_at = jiff::Timestamp::now().to_string();
         let mut state: Option<String> = None;
         let mut result: Option<StepResult> = None;
+        let mut first = scheduled;
         loop {
             if Instant::now() >= until {
                 return;
@@ -234,7 +252,7 @@ impl Generator {
                 result: result.as_ref(),
             })
             .expect("a step serializes");
-            let sent = Instant::now();
+            let sent = first.take().unwrap_or_else(Instant::now);
             let response = self
                 .http
                 .post(&self.url)
@@ -307,7 +325,7 @@ impl Generator {
                 tokio::spawn(async move {
                     let mut tally = Tally::default();
                     while Instant::now() < until {
-                        generator.call(until, &mut tally, None).await;
+                        generator.call(until, &mut tally, None, None).await;
                     }
                     tally
                 })
@@ -316,6 +334,37 @@ impl Generator {
         let mut total = Tally::default();
         for worker in workers {
             total.merge(worker.await.expect("a generator task"));
+        }
+        total.elapsed = started.elapsed();
+        total
+    }
+
+    /// Open loop: new calls at `decisions_per_second / 4` calls/s for
+    /// `duration`, however many are in flight (PBXs do not wait for each
+    /// other); each plays to its end.
+    async fn paced(&self, decisions_per_second: f64, duration: Duration) -> Tally {
+        let every = Duration::from_secs_f64(4.0 / decisions_per_second);
+        let started = Instant::now();
+        let until = started + duration;
+        let mut calls = tokio::task::JoinSet::new();
+        for k in 0.. {
+            let at = started + every * k;
+            if at >= until {
+                break;
+            }
+            tokio::time::sleep_until(at.into()).await;
+            let generator = self.clone();
+            calls.spawn(async move {
+                let mut tally = Tally::default();
+                generator
+                    .call(until + Duration::from_secs(30), &mut tally, None, Some(at))
+                    .await;
+                tally
+            });
+        }
+        let mut total = Tally::default();
+        while let Some(tally) = calls.join_next().await {
+            total.merge(tally.expect("a call task"));
         }
         total.elapsed = started.elapsed();
         total
@@ -383,6 +432,7 @@ fn router_config() -> call_router::Config {
         pbx_token: String::new(),
         public_url: String::new(),
         pool: env_number("CALL_ROUTER_POOL", 16) as usize,
+        forward_concurrency: env_number("CALL_ROUTER_FORWARD_CONCURRENCY", 8) as usize,
     }
 }
 
@@ -504,6 +554,9 @@ async fn main() {
     let stall = Duration::from_secs(env_number("BENCH_ROUTER_STALL_SECONDS", 8));
     let recovery = Duration::from_secs(env_number("BENCH_ROUTER_RECOVERY_SECONDS", 3));
     let clients = env_number("BENCH_ROUTER_CLIENTS", 10_000).max(1);
+    // 2% above the target, so that calls still finishing when the window
+    // closes do not count against a router that keeps up.
+    let rate = env_number("BENCH_ROUTER_RATE", 5_100) as f64;
 
     let db = TestDb::create().await;
     let bus = TestBus::new();
@@ -565,6 +618,7 @@ async fn main() {
             Instant::now() + Duration::from_secs(60),
             &mut probe,
             Some(&mut answers),
+            None,
         )
         .await;
     assert!(
@@ -618,6 +672,19 @@ async fn main() {
     );
 
     eprintln!(
+        "paced: {rate:.0} decisions/s offered ({:.0} new calls/s), {} s…",
+        rate / 4.0,
+        seconds.as_secs()
+    );
+    let mut trivial_paced = trivial.paced(rate, seconds).await;
+    eprintln!("  {}", trivial_paced.summary("trivial"));
+    let mut paced = generator.paced(rate, seconds).await;
+    let paced_backlog = count(&admin, OUTBOX_ROWS).await;
+    eprintln!("  {}", paced.summary("router"));
+    eprintln!("  outbox rows when the load stopped: {paced_backlog}");
+    quiesce(&admin).await;
+
+    eprintln!(
         "stall: directory and outbox locked for {} s under the same load…",
         stall.as_secs()
     );
@@ -662,8 +729,11 @@ async fn main() {
         "SELECT count(*) FROM eventlog.events WHERE type = 'FallbackUsed'",
     )
     .await;
-    let fallbacks_answered =
-        (warm.fallbacks + normal.fallbacks + stalled.fallbacks + recovered.fallbacks) as i64;
+    let fallbacks_answered = (warm.fallbacks
+        + normal.fallbacks
+        + paced.fallbacks
+        + stalled.fallbacks
+        + recovered.fallbacks) as i64;
     let doubly_ended = count(
         &admin,
         "SELECT count(*) FROM (SELECT stream FROM eventlog.events WHERE type = 'InboundCallEnded'
@@ -701,8 +771,11 @@ async fn main() {
 
     let c = concurrency;
     let (p50, p99) = (normal.quantile(0.5), normal.quantile(0.99));
-    let (b50, b99) = (baseline.quantile(0.5), baseline.quantile(0.99));
-    let (rate, base_rate) = (normal.per_second(), baseline.per_second());
+    let b99 = baseline.quantile(0.99);
+    let (closed_rate, base_rate) = (normal.per_second(), baseline.per_second());
+    let (paced50, paced99) = (paced.quantile(0.5), paced.quantile(0.99));
+    let trivial99 = trivial_paced.quantile(0.99);
+    let paced_rate = paced.per_second();
     let (s50, s99, smax) = (
         stalled.quantile(0.5),
         stalled.quantile(0.99),
@@ -718,36 +791,54 @@ async fn main() {
     let results = vec![
         BenchResult {
             bench: BENCH.into(),
-            case: format!("decisions/s, {c} concurrent calls of 4 decisions, closed loop"),
-            value: rate,
+            case: format!(
+                "decisions/s with {rate:.0}/s offered (open loop, {:.0} new calls/s of 4 decisions; {} fallbacks, {} errors; outbox rows left {paced_backlog})",
+                rate / 4.0,
+                paced.fallbacks,
+                paced.errors
+            ),
+            value: paced_rate,
             unit: "decisions/s".into(),
-            baseline: trivial_name("answers/s"),
-            baseline_value: Some(base_rate),
-            ratio: Some(rate / base_rate),
+            baseline: Some("the trivial endpoint, same offered rate".into()),
+            baseline_value: Some(trivial_paced.per_second()),
+            ratio: Some(paced_rate / trivial_paced.per_second()),
             target: ">= 5000 decisions/s".into(),
-            met: rate >= 5000.0,
+            met: paced_rate >= 5000.0 && paced.fallbacks + paced.errors == 0,
         },
         BenchResult {
             bench: BENCH.into(),
-            case: format!("decision latency p50, {c} concurrent calls"),
-            value: p50,
+            case: format!("decision latency p99 at {rate:.0}/s offered (p50 {paced50:.2} ms)"),
+            value: paced99,
             unit: "ms".into(),
-            baseline: trivial_name("p50"),
-            baseline_value: Some(b50),
-            ratio: Some(p50 / b50),
-            target: "report only".into(),
+            baseline: Some("the trivial endpoint, same offered rate, p99".into()),
+            baseline_value: Some(trivial99),
+            ratio: Some(paced99 / trivial99),
+            target: "p99 < 20 ms".into(),
+            met: paced99 < 20.0,
+        },
+        BenchResult {
+            bench: BENCH.into(),
+            case: format!("most decisions/s: {c} concurrent calls of 4 decisions, closed loop"),
+            value: closed_rate,
+            unit: "decisions/s".into(),
+            baseline: trivial_name("answers/s"),
+            baseline_value: Some(base_rate),
+            ratio: Some(closed_rate / base_rate),
+            target: "report only (capacity)".into(),
             met: true,
         },
         BenchResult {
             bench: BENCH.into(),
-            case: format!("decision latency p99, {c} concurrent calls"),
+            case: format!(
+                "decision latency p99 at that saturation, {c} concurrent calls (p50 {p50:.2} ms)"
+            ),
             value: p99,
             unit: "ms".into(),
             baseline: trivial_name("p99"),
             baseline_value: Some(b99),
             ratio: Some(p99 / b99),
-            target: "p99 < 20 ms".into(),
-            met: p99 < 20.0,
+            target: "report only (queueing at saturation)".into(),
+            met: true,
         },
         BenchResult {
             bench: BENCH.into(),
@@ -836,8 +927,8 @@ async fn main() {
             value: recovered.per_second(),
             unit: "decisions/s".into(),
             baseline: Some("decisions/s under normal load".into()),
-            baseline_value: Some(rate),
-            ratio: Some(recovered.per_second() / rate),
+            baseline_value: Some(closed_rate),
+            ratio: Some(recovered.per_second() / closed_rate),
             target: "no fallback after the release".into(),
             met: recovered.fallbacks == 0 && recovered.errors == 0,
         },
