@@ -405,22 +405,8 @@ impl Engine {
             state.step = name.clone();
             state.attempt = 1;
             match block {
-                Block::Identify {
-                    client_with_order,
-                    unknown,
-                    shop,
-                    courier,
-                } => {
-                    let caller = lookups.identify(&step.caller).await?;
-                    out.event(&identified(step, &caller));
-                    name = match caller.kind() {
-                        CallerKind::ClientWithOrder => client_with_order,
-                        CallerKind::Shop => shop,
-                        CallerKind::Courier => courier,
-                        CallerKind::Unknown | CallerKind::Unspecified => unknown,
-                    }
-                    .clone();
-                    state.caller = Some(caller);
+                Block::Identify(routes) => {
+                    name = identify(lookups, step, routes, state, out).await?;
                 }
                 Block::Say { text, then } => {
                     out.say(self.text(text, state));
@@ -809,22 +795,8 @@ impl Engine {
         let mut targets = Vec::new();
         for _ in 0..MAX_HOPS {
             match &scenario.steps[&at] {
-                Block::Identify {
-                    client_with_order,
-                    unknown,
-                    shop,
-                    courier,
-                } => {
-                    let caller = lookups.identify(&step.caller).await?;
-                    out.event(&identified(step, &caller));
-                    at = match caller.kind() {
-                        CallerKind::ClientWithOrder => client_with_order,
-                        CallerKind::Shop => shop,
-                        CallerKind::Courier => courier,
-                        _ => unknown,
-                    }
-                    .clone();
-                    state.caller = Some(caller);
+                Block::Identify(routes) => {
+                    at = identify(lookups, step, routes, &mut state, &mut out).await?;
                 }
                 Block::Say { then, .. } => at = then.clone(),
                 Block::Menu { without_keypad, .. } => at = without_keypad.clone(),
@@ -853,6 +825,22 @@ impl Engine {
         }
         Err(Failure::Loop(at))
     }
+}
+
+/// Looks the caller up, records who they are, and returns the step that
+/// kind of caller goes to.
+async fn identify<L: Lookups>(
+    lookups: &L,
+    step: &Step,
+    routes: &crate::scenario::Routes,
+    state: &mut CallState,
+    out: &mut Out<'_>,
+) -> Result<String, Failure> {
+    let caller = lookups.identify(&step.caller).await?;
+    out.event(&identified(step, &caller));
+    let next = routes.next(caller.kind()).to_owned();
+    state.caller = Some(caller);
+    Ok(next)
 }
 
 fn mismatch(result: &StepResult, step: &str) -> Failure {

@@ -70,12 +70,7 @@ pub struct Scenario {
 #[derive(Debug, Clone)]
 pub enum Step {
     /// Looks the caller up in the directory and goes on by who they are.
-    Identify {
-        client_with_order: String,
-        unknown: String,
-        shop: String,
-        courier: String,
-    },
+    Identify(Routes),
     /// Says something, then goes on.
     Say { text: String, then: String },
     /// Says a prompt and waits for one key; retries a few times.
@@ -103,6 +98,27 @@ pub enum Step {
     Masking(Box<Masking>),
     /// Ends the call.
     Hangup,
+}
+
+/// Where an `identify` step goes, by who calls.
+#[derive(Debug, Clone)]
+pub struct Routes {
+    pub client_with_order: String,
+    pub unknown: String,
+    pub shop: String,
+    pub courier: String,
+}
+
+impl Routes {
+    pub fn next(&self, kind: kit::proto::events::v1::CallerKind) -> &str {
+        use kit::proto::events::v1::CallerKind;
+        match kind {
+            CallerKind::ClientWithOrder => &self.client_with_order,
+            CallerKind::Shop => &self.shop,
+            CallerKind::Courier => &self.courier,
+            CallerKind::Unknown | CallerKind::Unspecified => &self.unknown,
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -483,12 +499,12 @@ fn convert_step(
             unknown,
             shop,
             courier,
-        } => Step::Identify {
+        } => Step::Identify(Routes {
             client_with_order,
             unknown,
             shop,
             courier,
-        },
+        }),
         StepFile::Say { say, then } => Step::Say { text: say, then },
         StepFile::Menu {
             say,
@@ -609,12 +625,12 @@ fn check_references(name: &str, scenario: &Scenario) -> Result<(), ScenarioError
     for (step_name, step) in &scenario.steps {
         let place = format!("steps.{step_name}");
         match step {
-            Step::Identify {
+            Step::Identify(Routes {
                 client_with_order,
                 unknown,
                 shop,
                 courier,
-            } => {
+            }) => {
                 for to in [client_with_order, unknown, shop, courier] {
                     exists(to, &place)?;
                 }

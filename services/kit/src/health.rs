@@ -80,6 +80,28 @@ async fn metrics() -> impl IntoResponse {
     )
 }
 
+/// The health endpoints' address could not be bound.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot listen on {addr}: {source}")]
+pub struct BindError {
+    pub addr: std::net::SocketAddr,
+    pub source: std::io::Error,
+}
+
+/// For a service whose only HTTP is `/healthz`, `/readyz` and `/metrics`:
+/// binds `addr` now (so a taken port fails the start) and returns the
+/// server, to run until `shutdown`.
+pub async fn bind_health(
+    addr: std::net::SocketAddr,
+    health: Health,
+    shutdown: CancellationToken,
+) -> Result<impl std::future::Future<Output = std::io::Result<()>>, BindError> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|source| BindError { addr, source })?;
+    Ok(serve_http(listener, routes(health), shutdown))
+}
+
 /// Serves `app` on `listener` until `shutdown` is cancelled, then lets
 /// in-flight requests finish.
 pub async fn serve_http(

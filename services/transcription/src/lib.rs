@@ -78,11 +78,8 @@ pub enum Error {
     Store(#[from] tonic::transport::Error),
     #[error(transparent)]
     Consumer(#[from] consumer::ConsumerError),
-    #[error("cannot listen on {addr}: {source}")]
-    Listen {
-        addr: std::net::SocketAddr,
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Listen(#[from] kit::health::BindError),
     #[error("HTTP server: {0}")]
     Http(std::io::Error),
 }
@@ -95,17 +92,12 @@ pub async fn run(
     clock: SharedClock,
     shutdown: CancellationToken,
 ) -> Result<(), Error> {
-    let http = tokio::net::TcpListener::bind(config.http_addr)
-        .await
-        .map_err(|source| Error::Listen {
-            addr: config.http_addr,
-            source,
-        })?;
-    let health = kit::health::serve_http(
-        http,
-        kit::health::routes(kit::health::Health::new()),
+    let health = kit::health::bind_health(
+        config.http_addr,
+        kit::health::Health::new(),
         shutdown.clone(),
-    );
+    )
+    .await?;
     let bus = Bus::connect(&common, NAME).await?;
     let store = common.event_store(NAME)?;
     let consumer = ConsumerConfig {
