@@ -267,10 +267,11 @@ async fn forward_round(
         )
         .await
         .map_err(|e| e.to_string())?;
+    // Rows waiting (up to one batch: "at least this many").
+    metrics::gauge!("call_router_outbox_rows").set(rows.len() as f64);
     if rows.is_empty() {
         return Ok(0);
     }
-    metrics::gauge!("call_router_outbox_rows").set(rows.len() as f64);
     // Per stream, in order; a decision the PBX made us take twice holds the
     // same event ids twice, which one append must not carry.
     let mut streams: BTreeMap<String, Pending> = BTreeMap::new();
