@@ -176,11 +176,18 @@ impl Engine {
             }
             (Some(token), Some(result)) => {
                 let mut state = self.sealer.open(token, &step.call_id)?;
+                let carried = std::mem::take(&mut state.unwritten);
                 let mut out = self.out(&step.call_id, &state.seq.to_string(), now);
                 self.advance(lookups, step, &mut state, result, &mut out)
                     .await?;
                 state.seq += 1;
-                Ok(self.finish(step, state, out, false))
+                let mut decision = self.finish(step, state, out, false);
+                if !carried.is_empty() {
+                    let mut events = decode_unwritten(&carried);
+                    events.append(&mut decision.events);
+                    decision.events = events;
+                }
+                Ok(decision)
             }
             (Some(_), None) => Err(Failure::Malformed("a state without a result".into())),
         }
@@ -771,8 +778,17 @@ impl Engine {
                 }));
             }
         }
+        // What this answer records, after whatever earlier fallbacks of the
+        // call have not been written yet: all of it travels in the token
+        // until a later step writes it (see `CallState::unwritten`).
+        let mut unwritten = std::mem::take(&mut state.unwritten);
+        unwritten.extend(out.events.iter().map(encode_unwritten));
+        state.unwritten = unwritten;
         state.seq += 1;
-        self.finish(step, state, out, true)
+        let carried = state.unwritten.clone();
+        let mut decision = self.finish(step, state, out, true);
+        decision.events = decode_unwritten(&carried);
+        decision
     }
 
     /// Exolve's dynamic forwarding: the whole route at once, as a list of
@@ -841,6 +857,28 @@ async fn identify<L: Lookups>(
     let next = routes.next(caller.kind()).to_owned();
     state.caller = Some(caller);
     Ok(next)
+}
+
+fn encode_unwritten(event: &NewEvent) -> String {
+    use base64::Engine as _;
+    use prost::Message as _;
+    base64::engine::general_purpose::STANDARD_NO_PAD.encode(event.encode_to_vec())
+}
+
+/// The events a token carries; ones that do not decode (they were sealed
+/// by this router, so only a bug could make them) are dropped.
+fn decode_unwritten(carried: &[String]) -> Vec<NewEvent> {
+    use base64::Engine as _;
+    use prost::Message as _;
+    carried
+        .iter()
+        .filter_map(|text| {
+            let bytes = base64::engine::general_purpose::STANDARD_NO_PAD
+                .decode(text)
+                .ok()?;
+            NewEvent::decode(bytes.as_slice()).ok()
+        })
+        .collect()
 }
 
 fn mismatch(result: &StepResult, step: &str) -> Failure {

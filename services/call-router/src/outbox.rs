@@ -240,6 +240,27 @@ pub async fn forward(
     }
 }
 
+/// Appends a stream's events in order. Some may be in the log already (a
+/// fallback's events travel in the call's token and are also written in the
+/// background: whichever copy lands first counts); the store refuses a
+/// request whose ids are only partly in the log, so then each goes alone —
+/// a duplicate alone is accepted and writes nothing.
+async fn append_in_order(
+    store: &EventStoreClient,
+    stream: &str,
+    events: Vec<NewEvent>,
+) -> Result<(), kit::store_client::AppendError> {
+    match store.append(stream, Expected::Any, events.clone()).await {
+        Err(kit::store_client::AppendError::Invalid(_)) if events.len() > 1 => {
+            for event in events {
+                store.append(stream, Expected::Any, vec![event]).await?;
+            }
+            Ok(())
+        }
+        other => other.map(|_| ()),
+    }
+}
+
 /// A stream's rows in a round: their ids, the distinct events, the event
 /// ids seen.
 type Pending = (Vec<i64>, Vec<NewEvent>, HashSet<String>);
@@ -288,8 +309,8 @@ async fn forward_round(
     }
     let done: Vec<Vec<i64>> = futures::stream::iter(streams)
         .map(|(stream, (ids, events, _))| async move {
-            match store.append(&stream, Expected::Any, events).await {
-                Ok(_) => Some(ids),
+            match append_in_order(store, &stream, events).await {
+                Ok(()) => Some(ids),
                 Err(error) => {
                     tracing::warn!(%error, %stream, "outbox append failed; kept for the next round");
                     None

@@ -49,6 +49,13 @@ pub struct CallState {
     /// The call ended.
     #[serde(default)]
     pub ended: bool,
+    /// Events of fallback answers not yet known to be durable (base64 of
+    /// the protobuf `NewEvent`), in order: the database was stalled when
+    /// they were answered. The next step writes them ahead of its own, so
+    /// the call's stream keeps its order whichever copy lands first (ids
+    /// are fixed, the store keeps one).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unwritten: Vec<String>,
 }
 
 /// The dial the PBX is performing.
@@ -123,6 +130,7 @@ impl CallState {
             masking: None,
             answered: None,
             ended: false,
+            unwritten: Vec::new(),
         }
     }
 }
