@@ -118,18 +118,6 @@ pub struct Config {
     )]
     pub public_url: String,
 
-    /// Appends the outbox forwarder keeps in flight. Calls come first: on
-    /// a machine it shares with the event store, fewer appends leave more
-    /// CPU to decisions and let the log lag behind a burst (the outbox
-    /// holds it); more appends let the log keep closer.
-    #[arg(
-        id = "router_forward_concurrency",
-        long = "router-forward-concurrency",
-        env = "CALL_ROUTER_FORWARD_CONCURRENCY",
-        default_value_t = 8
-    )]
-    pub forward_concurrency: usize,
-
     /// Postgres connections (decisions, outbox, APIs).
     #[arg(
         id = "router_pool",
@@ -257,7 +245,6 @@ impl CallRouter {
         tasks.spawn(outbox::forward(
             pool.clone(),
             store.clone(),
-            config.forward_concurrency,
             outbox.notifier(),
             shutdown.clone(),
         ));

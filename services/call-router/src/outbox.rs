@@ -201,18 +201,18 @@ async fn write_loop(
     }
 }
 
-/// Appends what the outbox holds to the log until `shutdown`, at most
-/// `concurrency` appends at a time.
+/// Appends what the outbox holds to the log until `shutdown`: each round
+/// one `AppendBatch` of every stream it holds, so a round of a thousand
+/// events from hundreds of calls costs one request, not hundreds.
 pub async fn forward(
     pool: Pool,
     store: EventStoreClient,
-    concurrency: usize,
     wake: Arc<Notify>,
     shutdown: CancellationToken,
 ) {
     let mut backoff = Duration::from_millis(100);
     loop {
-        match forward_round(&pool, &store, concurrency.max(1)).await {
+        match forward_round(&pool, &store).await {
             Ok(0) => {
                 backoff = Duration::from_millis(100);
                 tokio::select! {
@@ -240,25 +240,20 @@ pub async fn forward(
     }
 }
 
-/// Appends a stream's events in order. Some may be in the log already (a
-/// fallback's events travel in the call's token and are also written in the
-/// background: whichever copy lands first counts); the store refuses a
-/// request whose ids are only partly in the log, so then each goes alone —
-/// a duplicate alone is accepted and writes nothing.
+/// Appends a stream's events one by one, in order: for a batch whose ids
+/// are partly in the log already (a fallback's events travel in the call's
+/// token and are also written in the background: whichever copy lands
+/// first counts), which the store refuses whole; a duplicate alone is
+/// accepted and writes nothing.
 async fn append_in_order(
     store: &EventStoreClient,
     stream: &str,
     events: Vec<NewEvent>,
 ) -> Result<(), kit::store_client::AppendError> {
-    match store.append(stream, Expected::Any, events.clone()).await {
-        Err(kit::store_client::AppendError::Invalid(_)) if events.len() > 1 => {
-            for event in events {
-                store.append(stream, Expected::Any, vec![event]).await?;
-            }
-            Ok(())
-        }
-        other => other.map(|_| ()),
+    for event in events {
+        store.append(stream, Expected::Any, vec![event]).await?;
     }
+    Ok(())
 }
 
 /// A stream's rows in a round: their ids, the distinct events, the event
@@ -266,11 +261,7 @@ async fn append_in_order(
 type Pending = (Vec<i64>, Vec<NewEvent>, HashSet<String>);
 
 /// One batch: append, delete what was appended. Returns the rows done.
-async fn forward_round(
-    pool: &Pool,
-    store: &EventStoreClient,
-    concurrency: usize,
-) -> Result<usize, String> {
+async fn forward_round(pool: &Pool, store: &EventStoreClient) -> Result<usize, String> {
     let mut client = pool.get().await.map_err(|e| e.to_string())?;
     let tx = client.transaction().await.map_err(|e| e.to_string())?;
     let locked: bool = tx
@@ -307,9 +298,27 @@ async fn forward_round(
             entry.1.push(event);
         }
     }
-    let done: Vec<Vec<i64>> = futures::stream::iter(streams)
-        .map(|(stream, (ids, events, _))| async move {
-            match append_in_order(store, &stream, events).await {
+    // One request for the whole round; a stream whose ids are partly in
+    // the log already goes again event by event.
+    let (names, pending): (Vec<String>, Vec<Pending>) = streams.into_iter().unzip();
+    let appends = names
+        .iter()
+        .zip(&pending)
+        .map(|(stream, (_, events, _))| (stream.clone(), Expected::Any, events.clone()))
+        .collect();
+    let outcomes = store
+        .append_batch(appends)
+        .await
+        .map_err(|e| e.to_string())?;
+    let done: Vec<Vec<i64>> = futures::stream::iter(names.into_iter().zip(pending).zip(outcomes))
+        .map(|((stream, (ids, events, _)), outcome)| async move {
+            let outcome = match outcome {
+                Err(kit::store_client::AppendError::Invalid(_)) if events.len() > 1 => {
+                    append_in_order(store, &stream, events).await
+                }
+                other => other.map(|_| ()),
+            };
+            match outcome {
                 Ok(()) => Some(ids),
                 Err(error) => {
                     tracing::warn!(%error, %stream, "outbox append failed; kept for the next round");
@@ -317,7 +326,7 @@ async fn forward_round(
                 }
             }
         })
-        .buffer_unordered(concurrency)
+        .buffer_unordered(8)
         .filter_map(|ids| async move { ids })
         .collect()
         .await;

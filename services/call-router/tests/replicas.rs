@@ -45,7 +45,6 @@ fn config(http: SocketAddr, peer: SocketAddr) -> call_router::Config {
         pbx_token: TOKEN.into(),
         public_url: format!("http://{peer}/pbx/v1/calls"),
         pool: 4,
-        forward_concurrency: 8,
     }
 }
 

@@ -47,8 +47,7 @@
 //!
 //! `cargo bench -p callflow --bench call_router` (or `make bench
 //! BENCH=call_router`) writes `target/bench/call_router.json`. The router's
-//! own settings (`CALL_ROUTER_DEADLINE`, `CALL_ROUTER_POOL`,
-//! `CALL_ROUTER_FORWARD_CONCURRENCY`) are read from
+//! own settings (`CALL_ROUTER_DEADLINE`, `CALL_ROUTER_POOL`) are read from
 //! the environment when set. `RUST_LOG=error` spares the warning the router
 //! logs per fallback.
 
@@ -432,7 +431,6 @@ fn router_config() -> call_router::Config {
         pbx_token: String::new(),
         public_url: String::new(),
         pool: env_number("CALL_ROUTER_POOL", 16) as usize,
-        forward_concurrency: env_number("CALL_ROUTER_FORWARD_CONCURRENCY", 8) as usize,
     }
 }
 

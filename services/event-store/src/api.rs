@@ -14,17 +14,20 @@ use uuid::Uuid;
 use kit::events::{is_valid_type, stream_category};
 use kit::proto::eventstore::v1::event_store_server::EventStore;
 use kit::proto::eventstore::v1::{
-    AppendRequest, AppendResponse, ForgetContactRequest, ForgetContactResponse, HeadResponse,
-    ReadAllRequest, ReadAllResponse, ReadStreamRequest, ReadStreamResponse, SubscribeRequest,
-    SubscribeResponse, VerifyRequest, VerifyResponse, expected_version,
+    AppendBatchRequest, AppendBatchResponse, AppendBatchResult, AppendRequest, AppendResponse,
+    ForgetContactRequest, ForgetContactResponse, HeadResponse, ReadAllRequest, ReadAllResponse,
+    ReadStreamRequest, ReadStreamResponse, SubscribeRequest, SubscribeResponse, VerifyRequest,
+    VerifyResponse, expected_version,
 };
 use kit::store_client::{CURRENT_VERSION_HEADER, Expected, PRODUCER_HEADER};
 
 use crate::append::{AppendFailure, AppendJob, Appender, ValidEvent};
 use crate::read::{Criteria, Page, Reader};
 
-/// Most events in one append.
+/// Most events in one append (and most appends in one AppendBatch).
 pub const MAX_BATCH: usize = 1000;
+/// Most events in one AppendBatch.
+pub const MAX_BATCH_EVENTS: usize = 10_000;
 /// Largest payload of one event. An event is published to NATS as one
 /// message, whose default limit is 1 MiB with the envelope and headers.
 pub const MAX_PAYLOAD: usize = 512 * 1024;
@@ -62,46 +65,58 @@ impl EventStore for Api {
         let request = request.into_inner();
         span.record("stream", request.stream.as_str());
         span.record("events", request.events.len());
-        let mut job = validate_append(request, producer)?;
-        for event in job.events.iter_mut() {
-            let payload = std::mem::take(&mut event.payload);
-            event.payload =
-                self.privacy
-                    .seal(&event.event_type, &job.stream, payload)
-                    .await
-                    .map_err(|e| match e {
-                        crate::privacy::PrivacyError::Wire(why) => Status::invalid_argument(
-                            format!("events[].payload: not a {}: {why}", event.event_type),
-                        ),
-                        other => Status::unavailable(other.to_string()),
-                    })?;
+        let appended = tracing::Instrument::instrument(
+            self.append_one(request, producer, &span),
+            span.clone(),
+        )
+        .await?;
+        Ok(Response::new(appended))
+    }
+
+    async fn append_batch(
+        &self,
+        request: Request<AppendBatchRequest>,
+    ) -> Result<Response<AppendBatchResponse>, Status> {
+        let span = tracing::info_span!(
+            "AppendBatch",
+            appends = tracing::field::Empty,
+            events = tracing::field::Empty
+        );
+        kit::telemetry::set_parent_from_grpc(&span, request.metadata());
+        let producer = self.authenticate(request.metadata())?;
+        let appends = request.into_inner().appends;
+        let events: usize = appends.iter().map(|a| a.events.len()).sum();
+        if appends.is_empty() || appends.len() > MAX_BATCH || events > MAX_BATCH_EVENTS {
+            return Err(invalid(format!(
+                "appends: 1 to {MAX_BATCH} appends of at most {MAX_BATCH_EVENTS} events in all"
+            )));
         }
-        let call_trace = span.in_scope(kit::telemetry::current_trace_context);
-        for event in job.events.iter_mut().filter(|e| e.traceparent.is_empty()) {
-            event.traceparent.clone_from(&call_trace.traceparent);
-            event.tracestate.clone_from(&call_trace.tracestate);
-        }
-        let stream = job.stream.clone();
-        let outcome = tracing::Instrument::instrument(self.appender.append(job), span).await;
-        match outcome {
-            Ok(appended) => Ok(Response::new(AppendResponse {
-                positions: appended.positions,
-                stream_version: appended.stream_version,
-                duplicate: appended.duplicate,
-            })),
-            Err(AppendFailure::WrongExpectedVersion { current }) => {
-                let mut status = Status::aborted(format!(
-                    "wrong expected version: stream {stream} is at version {current}"
-                ));
-                status.metadata_mut().insert(
-                    CURRENT_VERSION_HEADER,
-                    current.to_string().parse().expect("digits"),
-                );
-                Err(status)
-            }
-            Err(AppendFailure::Conflict(message)) => Err(Status::invalid_argument(message)),
-            Err(AppendFailure::Unavailable(message)) => Err(Status::unavailable(message)),
-        }
+        span.record("appends", appends.len());
+        span.record("events", events);
+        // All at once: the appender commits them in the same groups.
+        let outcomes = futures::future::join_all(
+            appends
+                .into_iter()
+                .map(|append| self.append_one(append, producer.clone(), &span)),
+        );
+        let results = tracing::Instrument::instrument(outcomes, span.clone())
+            .await
+            .into_iter()
+            .map(|outcome| match outcome {
+                Ok(response) => AppendBatchResult {
+                    response: Some(response),
+                    ..Default::default()
+                },
+                Err(status) => AppendBatchResult {
+                    response: None,
+                    code: status.code() as i32,
+                    message: status.message().to_owned(),
+                    current_version: kit::store_client::current_version(status.metadata())
+                        .unwrap_or(0),
+                },
+            })
+            .collect();
+        Ok(Response::new(AppendBatchResponse { results }))
     }
 
     async fn read_stream(
@@ -394,6 +409,55 @@ impl Api {
     /// The service a request comes from: the name it claims
     /// (`x-callflow-producer`), proven by its token (`authorization: Bearer
     /// <token>`, see `kit::store_client::token_for`).
+    /// One append, checked, sealed and committed; `Status` as Append
+    /// answers it.
+    async fn append_one(
+        &self,
+        request: AppendRequest,
+        producer: String,
+        span: &tracing::Span,
+    ) -> Result<AppendResponse, Status> {
+        let mut job = validate_append(request, producer)?;
+        for event in job.events.iter_mut() {
+            let payload = std::mem::take(&mut event.payload);
+            event.payload =
+                self.privacy
+                    .seal(&event.event_type, &job.stream, payload)
+                    .await
+                    .map_err(|e| match e {
+                        crate::privacy::PrivacyError::Wire(why) => Status::invalid_argument(
+                            format!("events[].payload: not a {}: {why}", event.event_type),
+                        ),
+                        other => Status::unavailable(other.to_string()),
+                    })?;
+        }
+        let call_trace = span.in_scope(kit::telemetry::current_trace_context);
+        for event in job.events.iter_mut().filter(|e| e.traceparent.is_empty()) {
+            event.traceparent.clone_from(&call_trace.traceparent);
+            event.tracestate.clone_from(&call_trace.tracestate);
+        }
+        let stream = job.stream.clone();
+        match self.appender.append(job).await {
+            Ok(appended) => Ok(AppendResponse {
+                positions: appended.positions,
+                stream_version: appended.stream_version,
+                duplicate: appended.duplicate,
+            }),
+            Err(AppendFailure::WrongExpectedVersion { current }) => {
+                let mut status = Status::aborted(format!(
+                    "wrong expected version: stream {stream} is at version {current}"
+                ));
+                status.metadata_mut().insert(
+                    CURRENT_VERSION_HEADER,
+                    current.to_string().parse().expect("digits"),
+                );
+                Err(status)
+            }
+            Err(AppendFailure::Conflict(message)) => Err(Status::invalid_argument(message)),
+            Err(AppendFailure::Unavailable(message)) => Err(Status::unavailable(message)),
+        }
+    }
+
     fn authenticate(&self, metadata: &tonic::metadata::MetadataMap) -> Result<String, Status> {
         let claimed = metadata
             .get(PRODUCER_HEADER)

@@ -557,3 +557,54 @@ async fn only_services_with_a_valid_token_may_append_and_events_name_them() {
         .events;
     assert_eq!(events[0].producer, "call-ingest");
 }
+
+#[tokio::test]
+async fn append_batch_decides_each_stream_on_its_own() {
+    let store = Store::start(false).await;
+    let first = call_event("b1");
+    store
+        .client
+        .append("order-b2", Expected::NoStream, vec![call_event("b2")])
+        .await
+        .unwrap();
+    let mut bad = call_event("b3");
+    bad.r#type = "not a type".into();
+    let outcomes = store
+        .client
+        .append_batch(vec![
+            (
+                "order-b1".into(),
+                Expected::NoStream,
+                vec![first.clone(), call_event("b1")],
+            ),
+            // Its version is 1: refused, the others still written.
+            (
+                "order-b2".into(),
+                Expected::NoStream,
+                vec![call_event("b2")],
+            ),
+            ("order-b3".into(), Expected::Any, vec![bad]),
+            ("order-b4".into(), Expected::Any, vec![call_event("b4")]),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(outcomes.len(), 4);
+    let written = outcomes[0].as_ref().unwrap();
+    assert_eq!(written.stream_version, 2);
+    assert!(matches!(
+        outcomes[1],
+        Err(AppendError::WrongExpectedVersion { current: 1, .. })
+    ));
+    assert!(matches!(outcomes[2], Err(AppendError::Invalid(_))));
+    assert_eq!(outcomes[3].as_ref().unwrap().stream_version, 1);
+
+    // Again: idempotent on event ids, the original positions come back.
+    let again = store
+        .client
+        .append_batch(vec![("order-b1".into(), Expected::Any, vec![first])])
+        .await
+        .unwrap();
+    let again = again[0].as_ref().unwrap();
+    assert!(again.duplicate);
+    assert_eq!(again.positions[0], written.positions[0]);
+}

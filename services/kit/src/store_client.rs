@@ -14,7 +14,7 @@ use tonic::transport::{Channel, Endpoint};
 
 use crate::proto::eventstore::v1::event_store_client::EventStoreClient as GrpcClient;
 use crate::proto::eventstore::v1::{
-    AppendRequest, AppendResponse, ExpectedVersion, NewEvent, expected_version,
+    AppendBatchRequest, AppendRequest, AppendResponse, ExpectedVersion, NewEvent, expected_version,
 };
 
 /// gRPC metadata key naming the calling service.
@@ -214,7 +214,73 @@ impl EventStoreClient {
     }
 }
 
-fn current_version(metadata: &MetadataMap) -> Option<u64> {
+impl EventStoreClient {
+    /// Appends to several streams in one request (`AppendBatch`): each
+    /// entry is decided on its own, as [`append`](Self::append) would;
+    /// the outcome of each comes back in order. The request as a whole is
+    /// retried while the store is unreachable (appends are idempotent).
+    pub async fn append_batch(
+        &self,
+        appends: Vec<(String, Expected, Vec<NewEvent>)>,
+    ) -> Result<Vec<Result<AppendResponse, AppendError>>, AppendError> {
+        let streams: Vec<String> = appends.iter().map(|(s, _, _)| s.clone()).collect();
+        let request = AppendBatchRequest {
+            appends: appends
+                .into_iter()
+                .map(|(stream, expected, events)| AppendRequest {
+                    stream,
+                    expected_version: Some(expected.into()),
+                    events,
+                })
+                .collect(),
+        };
+        let mut delay = self.retry.first_delay;
+        let mut attempt = 1;
+        let results = loop {
+            let mut grpc = self.grpc();
+            let call = grpc.append_batch(request.clone());
+            let status = match tokio::time::timeout(self.retry.timeout, call).await {
+                Ok(Ok(response)) => break response.into_inner().results,
+                Ok(Err(status)) => status,
+                Err(_) => tonic::Status::deadline_exceeded("append batch timed out"),
+            };
+            match status.code() {
+                Code::InvalidArgument | Code::PermissionDenied | Code::Unauthenticated => {
+                    return Err(AppendError::Invalid(status.message().to_owned()));
+                }
+                _ if attempt >= self.retry.attempts => {
+                    return Err(AppendError::Unavailable(status));
+                }
+                _ => {
+                    tracing::warn!(attempt, code = ?status.code(), message = status.message(), "append batch failed; retrying");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(self.retry.max_delay);
+                    attempt += 1;
+                }
+            }
+        };
+        Ok(results
+            .into_iter()
+            .zip(streams)
+            .map(|(result, stream)| match result.response {
+                Some(response) => Ok(response),
+                None => Err(match Code::from_i32(result.code) {
+                    Code::Aborted => AppendError::WrongExpectedVersion {
+                        stream,
+                        current: result.current_version,
+                    },
+                    Code::InvalidArgument | Code::AlreadyExists | Code::FailedPrecondition => {
+                        AppendError::Invalid(result.message)
+                    }
+                    code => AppendError::Unavailable(tonic::Status::new(code, result.message)),
+                }),
+            })
+            .collect())
+    }
+}
+
+/// The stream version a refused append's status carries.
+pub fn current_version(metadata: &MetadataMap) -> Option<u64> {
     metadata
         .get(CURRENT_VERSION_HEADER)?
         .to_str()
