@@ -137,23 +137,14 @@ pub enum Error {
     Scenarios(#[from] scenario::ScenarioError),
     #[error(transparent)]
     Db(#[from] kit::db::DbError),
-    #[error("cannot listen on {addr}: {source}")]
-    Listen {
-        addr: SocketAddr,
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Listen(#[from] kit::health::BindError),
     #[error("HTTP server: {0}")]
     Http(std::io::Error),
     #[error("gRPC server: {0}")]
     Grpc(#[from] tonic::transport::Error),
     #[error("rebuild: {0}")]
     Rebuild(Box<dyn std::error::Error + Send + Sync>),
-}
-
-async fn bind(addr: SocketAddr) -> Result<TcpListener, Error> {
-    TcpListener::bind(addr)
-        .await
-        .map_err(|source| Error::Listen { addr, source })
 }
 
 /// The router, configured, migrated and listening, not yet running.
@@ -180,8 +171,8 @@ impl CallRouter {
             ));
         }
         migrate(&common).await?;
-        let http = bind(config.http_addr).await?;
-        let grpc = bind(config.grpc_addr).await?;
+        let http = kit::health::bind(config.http_addr).await?;
+        let grpc = kit::health::bind(config.grpc_addr).await?;
         Ok(Self {
             common,
             config,

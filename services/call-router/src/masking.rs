@@ -339,8 +339,11 @@ impl Masking for MaskingApi {
             expires_at: Some(to_proto_time(session.expires_at)),
             order_id: session.order_id.clone(),
         };
-        // The close (if any) first: both are appended before answering.
-        self.write(events).await.ok();
+        // The close (if any) first: both are appended before answering, and
+        // a close that fails stops the open (no two live sessions).
+        if !events.is_empty() {
+            self.write(events).await?;
+        }
         self.write(vec![(
             format!("masking-{}", session.session_id),
             new_event(Uuid::new_v4(), Some(now), &opened),

@@ -88,6 +88,13 @@ pub struct BindError {
     pub source: std::io::Error,
 }
 
+/// Binds a service's listener, naming the address when it is taken.
+pub async fn bind(addr: std::net::SocketAddr) -> Result<tokio::net::TcpListener, BindError> {
+    tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|source| BindError { addr, source })
+}
+
 /// For a service whose only HTTP is `/healthz`, `/readyz` and `/metrics`:
 /// binds `addr` now (so a taken port fails the start) and returns the
 /// server, to run until `shutdown`.
@@ -96,10 +103,7 @@ pub async fn bind_health(
     health: Health,
     shutdown: CancellationToken,
 ) -> Result<impl std::future::Future<Output = std::io::Result<()>>, BindError> {
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .map_err(|source| BindError { addr, source })?;
-    Ok(serve_http(listener, routes(health), shutdown))
+    Ok(serve_http(bind(addr).await?, routes(health), shutdown))
 }
 
 /// Serves `app` on `listener` until `shutdown` is cancelled, then lets

@@ -334,11 +334,8 @@ pub enum Error {
     Bus(#[from] kit::bus::BusError),
     #[error(transparent)]
     Consumer(#[from] consumer::ConsumerError),
-    #[error("cannot listen on {addr}: {source}")]
-    Listen {
-        addr: SocketAddr,
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Listen(#[from] kit::health::BindError),
     #[error("HTTP server: {0}")]
     Http(std::io::Error),
     #[error("gRPC server: {0}")]
@@ -350,12 +347,6 @@ pub enum Error {
 fn zone(name: &str, setting: &str) -> Result<TimeZone, Error> {
     TimeZone::get(name)
         .map_err(|_| Error::Config(format!("{setting} `{name}` is not an IANA time zone")))
-}
-
-async fn bind(addr: SocketAddr) -> Result<TcpListener, Error> {
-    TcpListener::bind(addr)
-        .await
-        .map_err(|source| Error::Listen { addr, source })
 }
 
 /// The dialer, migrated and listening, not yet running (tests bind port 0
@@ -387,8 +378,8 @@ impl LeadDialer {
             ));
         }
         migrate(&common).await?;
-        let http = bind(config.http_addr).await?;
-        let grpc = bind(config.grpc_addr).await?;
+        let http = kit::health::bind(config.http_addr).await?;
+        let grpc = kit::health::bind(config.grpc_addr).await?;
         Ok(Self {
             common,
             exolve,
