@@ -17,6 +17,8 @@
 //!   message, so one call is one trace across services.
 //! - On shutdown it stops pulling, lets in-flight handlers finish, and
 //!   returns; anything unacknowledged is redelivered to the next instance.
+//! - Beside it, a second durable consumer follows the operators' requests
+//!   to retry a parked message of this consumer ([`crate::dead_letters`]).
 
 use std::collections::HashSet;
 use std::future::Future;
@@ -175,12 +177,36 @@ pub async fn run<H: Handler>(
     shutdown: CancellationToken,
 ) -> Result<(), ConsumerError> {
     let config = Arc::new(config);
+    let messages = reconnecting(&config.name, &shutdown, || {
+        consume(&bus, &store, &config, &handler, &shutdown)
+    });
+    let retries_name = crate::dead_letters::retry_consumer_name(&config.name);
+    let retries = reconnecting(&retries_name, &shutdown, || {
+        crate::dead_letters::follow_retry_requests(
+            &bus,
+            &store,
+            &config,
+            handler.as_ref(),
+            &shutdown,
+        )
+    });
+    tokio::join!(messages, retries);
+    Ok(())
+}
+
+/// Runs `attempt` again and again, with a growing pause after a failure,
+/// until `shutdown`.
+async fn reconnecting<F, Fut>(name: &str, shutdown: &CancellationToken, mut attempt: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<(), String>>,
+{
     let mut backoff = Duration::from_millis(200);
     while !shutdown.is_cancelled() {
-        match consume(&bus, &store, &config, &handler, &shutdown).await {
+        match attempt().await {
             Ok(()) => backoff = Duration::from_millis(200),
             Err(reason) => {
-                tracing::warn!(consumer = %config.name, %reason, "consumer interrupted; reconnecting");
+                tracing::warn!(consumer = %name, %reason, "consumer interrupted; reconnecting");
                 tokio::select! {
                     _ = shutdown.cancelled() => break,
                     _ = tokio::time::sleep(backoff) => {}
@@ -189,7 +215,6 @@ pub async fn run<H: Handler>(
             }
         }
     }
-    Ok(())
 }
 
 async fn consume<H: Handler>(
@@ -341,7 +366,7 @@ enum Outcome {
 
 /// Appends a handler's outputs, grouped by stream in the order given, with
 /// ids derived from the input.
-async fn append_outputs(
+pub(crate) async fn append_outputs(
     store: &EventStoreClient,
     config: &ConsumerConfig,
     input: &Event,
@@ -423,7 +448,7 @@ async fn park(
     dead.causation_id = event.event_id.clone();
     dead.correlation_id = event.correlation_id.clone();
     dead.trace = Some(crate::telemetry::current_trace_context());
-    let stream = format!("deadletter-{}", config.name);
+    let stream = crate::dead_letters::stream_of(&config.name);
     match store.append(&stream, Expected::Any, vec![dead]).await {
         Ok(_) => {
             metrics::counter!("callflow_dead_letters_total", "consumer" => config.name.clone())

@@ -17,6 +17,7 @@ pub mod config;
 pub mod consumer;
 pub mod contacts;
 pub mod db;
+pub mod dead_letters;
 pub mod events;
 pub mod exolve;
 pub mod health;
