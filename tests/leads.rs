@@ -1,7 +1,8 @@
 //! Web leads, end to end: the shop's form → call-ingest → lead-dialer →
 //! CRM (Bitrix24), calls (Voximplant or Exolve) with scripted outcomes,
 //! SMS, the reminder-scheduler's timers, the notifier and the partner
-//! dashboard, on real Postgres and NATS with the provider simulator.
+//! dashboard (with operators marking leads of its manual queue handled), on
+//! real Postgres and NATS with the provider simulator.
 
 use std::time::Duration;
 
@@ -11,9 +12,11 @@ use serde_json::{Value, json};
 use callflow_e2e::Running;
 use kit::events::{decode, from_proto_time};
 use kit::proto::events::v1::{
-    CallAttemptScheduled, Event, LeadClosed, LeadCreatedInCrm, LeadNeedsManualProcessing,
-    LeadUpdatedInCrm, NightSmsSent,
+    CallAttemptScheduled, Event, LeadClosed, LeadCreatedInCrm, LeadManuallyHandled,
+    LeadNeedsManualProcessing, LeadUpdatedInCrm, NightSmsSent,
 };
+use kit::proto::leads::v1::MarkHandledRequest;
+use kit::proto::leads::v1::lead_dashboard_client::LeadDashboardClient;
 use provider_sim::{CallOutcome as Sim, Fault, Target};
 
 fn at(s: &str) -> Timestamp {
@@ -106,6 +109,22 @@ async fn dashboard(system: &Running, path: &str) -> Value {
         .unwrap();
     assert_eq!(response.status(), 200, "{path}");
     response.json().await.unwrap()
+}
+
+/// `POST /dashboard/manual-queue/{lead_id}/handled`: the status and JSON.
+async fn mark_handled(system: &Running, lead_id: &str, body: Value) -> (u16, Value) {
+    let response = system
+        .http
+        .post(format!(
+            "http://{}/dashboard/manual-queue/{lead_id}/handled",
+            system.addresses.lead_http
+        ))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap())
 }
 
 fn move_clock(system: &Running, by: SignedDuration) {
@@ -291,6 +310,95 @@ async fn daytime_leads_take_every_branch_of_the_call_back() {
         vec![l_silent.as_str(), l_busy.as_str()],
         "oldest first"
     );
+
+    // An operator called the silent client back and marks the lead handled
+    // in the console: when the answer comes, the queue no longer shows it.
+    let (status, answer) = mark_handled(
+        &system,
+        &l_silent,
+        json!({"handled_by": "anna", "note": "called back, the order stands"}),
+    )
+    .await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["reason"], "no_call_result");
+    assert_eq!(answer["repeated"], false);
+    let queue = dashboard(&system, "/dashboard/manual-queue").await;
+    assert_eq!(queue["leads"].as_array().unwrap().len(), 1, "{queue}");
+    assert_eq!(queue["leads"][0]["lead_id"], l_busy.as_str());
+    let events = system.stream(&format!("lead-{l_silent}")).await;
+    let handled = of_type(&events, "LeadManuallyHandled");
+    assert_eq!(handled.len(), 1);
+    let payload: LeadManuallyHandled = decode(handled[0]).unwrap();
+    assert_eq!(payload.handled_by, "anna");
+    assert_eq!(payload.note, "called back, the order stands");
+    assert_eq!(handled[0].event_id, answer["event_id"].as_str().unwrap());
+    // The console sends it again (a lost answer): nothing new.
+    let (status, again) = mark_handled(
+        &system,
+        &l_silent,
+        json!({"handled_by": "anna", "note": "called back, the order stands"}),
+    )
+    .await;
+    assert_eq!(status, 200, "{again}");
+    assert_eq!(again["repeated"], true);
+    let events = system.stream(&format!("lead-{l_silent}")).await;
+    assert_eq!(of_type(&events, "LeadManuallyHandled").len(), 1);
+    // Handling is a person's work, not a command: no call is made.
+    assert_eq!(calls_to(&system, silent), 1);
+
+    // The same over gRPC, for the busy one; and what is refused.
+    let mut grpc = LeadDashboardClient::connect(format!("http://{}", system.addresses.lead_grpc))
+        .await
+        .unwrap();
+    let request = |lead_id: &str, handled_by: &str| MarkHandledRequest {
+        lead_id: lead_id.into(),
+        handled_by: handled_by.into(),
+        note: String::new(),
+    };
+    let answer = grpc
+        .mark_handled(request(&l_busy, "boris"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(answer.reason, "not_reached");
+    let queue = dashboard(&system, "/dashboard/manual-queue").await;
+    assert_eq!(queue["leads"].as_array().unwrap().len(), 0, "{queue}");
+    for (lead_id, handled_by, code) in [
+        (l_busy.as_str(), "anna", tonic::Code::FailedPrecondition),
+        (l_human.as_str(), "anna", tonic::Code::FailedPrecondition),
+        (
+            "00000000-0000-4000-8000-000000000000",
+            "anna",
+            tonic::Code::NotFound,
+        ),
+        (l_human.as_str(), "", tonic::Code::InvalidArgument),
+        ("d-1", "anna", tonic::Code::InvalidArgument),
+    ] {
+        let status = grpc
+            .mark_handled(request(lead_id, handled_by))
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), code, "{lead_id} {handled_by}: {status:?}");
+    }
+    let events = system.stream(&format!("lead-{l_human}")).await;
+    assert!(of_type(&events, "LeadManuallyHandled").is_empty());
+
+    // The sellers hear who took care of them.
+    kit::testing::eventually(
+        "the sellers hear of it",
+        Duration::from_secs(90),
+        || async {
+            let texts: Vec<String> = system
+                .sim
+                .telegram_messages()
+                .into_iter()
+                .map(|m| m.text)
+                .collect();
+            let has = |needle: &str| texts.iter().any(|t| t.contains(needle));
+            (has("was handled by anna: called back") && has("was handled by boris")).then_some(())
+        },
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -354,6 +462,36 @@ async fn a_crm_outage_sends_the_lead_to_a_person_and_the_call_goes_on() {
             .find(|m| m.text.contains("Bitrix24 did not take the lead"))
     })
     .await;
+    assert!(bitrix_lead(&system, &lead_id).is_none());
+    // A person takes over the lead the CRM did not take (the seller puts
+    // it in Bitrix24 by hand) and marks it handled. The call-back went on
+    // meanwhile: if the client confirmed before the CRM gave up (the usual
+    // order: the call is placed at once, the CRM is tried for seconds), the
+    // lead waits for a person since the failure; if they confirmed after
+    // it, the confirmation took it out of the queue.
+    let events = system.stream(&format!("lead-{lead_id}")).await;
+    let last = |event_type: &str| events.iter().rposition(|e| e.r#type == event_type);
+    let waits = last("LeadNeedsManualProcessing") > last("LeadConfirmed");
+    let body = json!({"handled_by": "anna", "note": "created in Bitrix24 by hand"});
+    let (status, answer) = mark_handled(&system, &lead_id, body).await;
+    if waits {
+        assert_eq!(status, 200, "{answer}");
+        assert_eq!(answer["reason"], "crm_failed");
+        let queue = dashboard(&system, "/dashboard/manual-queue").await;
+        assert!(
+            !queue["leads"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|l| l["lead_id"] == lead_id.as_str()),
+            "{queue}"
+        );
+    } else {
+        assert_eq!(status, 409, "{answer}");
+        assert_eq!(answer["error"]["code"], "not_in_manual_queue");
+    }
+    // Nothing more happens to the lead: one call, no second CRM try.
+    assert_eq!(calls_to(&system, phone), 1);
     assert!(bitrix_lead(&system, &lead_id).is_none());
 
     // The CRM takes a lead but its answer is lost: found by its origin,

@@ -3,10 +3,13 @@
 //!
 //! - `GET /dashboard/summary?from_day=&to_day=&partner_id=&site=`
 //! - `GET /dashboard/manual-queue?limit=&partner_id=&site=`
+//! - `POST /dashboard/manual-queue/{lead_id}/handled` with
+//!   `{"handled_by": "...", "note": "..."}` (`MarkHandled`, see
+//!   [`crate::handled`])
 //!
 //! Both transports turn their input into the protobuf request and go
-//! through [`Queries::summary_for`] and [`Queries::manual_queue_for`], so
-//! they validate and answer alike. The JSON answers are the protobuf
+//! through [`Queries::summary_for`], [`Queries::manual_queue_for`] and
+//! [`Queries::mark_handled_for`], so they validate and answer alike. The JSON answers are the protobuf
 //! responses in the protobuf JSON mapping (field names as in the `.proto`,
 //! every field present, timestamps in RFC 3339), except that 64-bit
 //! numbers are JSON numbers: they are counts and amounts far below 2^53,
@@ -16,14 +19,22 @@
 //! "field": "..."}` over HTTP, naming the field (also an unknown query
 //! parameter, so that a misspelt filter is not silently ignored). A
 //! database that cannot be reached is `UNAVAILABLE` / `503`.
+//!
+//! The POST answers as callflow's other POST endpoints do (kit::api_error):
+//! `400 malformed_body` for a body that is not a JSON object, `422
+//! invalid_field` naming the field (`lead_id`, `handled_by`, `note`, or an
+//! unknown one), `404 unknown_lead` (NOT_FOUND), `409 not_in_manual_queue`
+//! (FAILED_PRECONDITION), `409 conflict` (ABORTED), `503 unavailable`; and
+//! `200` with the `MarkHandledResponse` as JSON.
 
 use axum::Json;
 use axum::Router;
+use axum::body::Bytes;
 use axum::extract::rejection::QueryRejection;
-use axum::extract::{Query, State};
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use jiff::Unit;
 use jiff::civil::Date;
 use jiff::tz::TimeZone;
@@ -34,12 +45,15 @@ use tonic::{Request, Status};
 use kit::clock::SharedClock;
 use kit::proto::leads::v1::lead_dashboard_server::LeadDashboard;
 use kit::proto::leads::v1::{
-    ManualQueueRequest, ManualQueueResponse, SummaryRequest, SummaryResponse,
+    ManualQueueRequest, ManualQueueResponse, MarkHandledRequest, MarkHandledResponse,
+    SummaryRequest, SummaryResponse,
 };
 use kit::proto::prost::{Message, Name};
 use kit::proto::prost_reflect::{DynamicMessage, SerializeOptions};
+use kit::store_client::EventStoreClient;
 
 use crate::dashboard::{self, Scope};
+use crate::handled::{self, MarkError};
 
 /// Leads in a manual queue answer when the request names no limit.
 pub const DEFAULT_LIMIT: u32 = 100;
@@ -52,6 +66,8 @@ pub const MAX_DAYS: i64 = 366;
 #[derive(Clone)]
 pub struct Queries {
     pub pool: deadpool_postgres::Pool,
+    /// Where MarkHandled reads the lead's stream and appends.
+    pub store: EventStoreClient,
     /// Zone of the dashboard's days: the projection's (see
     /// [`dashboard::Dashboard`]), for what "today" is.
     pub zone: TimeZone,
@@ -105,6 +121,43 @@ impl From<QueryError> for Status {
             QueryError::Invalid { .. } => Status::invalid_argument(error.to_string()),
             QueryError::Unavailable(_) => Status::unavailable(error.to_string()),
             QueryError::Internal(_) => Status::internal(error.to_string()),
+        }
+    }
+}
+
+impl From<MarkError> for Status {
+    fn from(error: MarkError) -> Self {
+        let message = error.to_string();
+        match error {
+            MarkError::Invalid { .. } => Status::invalid_argument(message),
+            MarkError::NotFound(_) => Status::not_found(message),
+            MarkError::NotQueued(_) => Status::failed_precondition(message),
+            MarkError::Conflict(_) => Status::aborted(message),
+            MarkError::Unavailable(_) => Status::unavailable(message),
+            MarkError::Internal(_) => Status::internal(message),
+        }
+    }
+}
+
+impl From<MarkError> for ApiError {
+    /// The JSON error answer of callflow's POST endpoints (see
+    /// kit::api_error).
+    fn from(error: MarkError) -> Self {
+        let message = error.to_string();
+        match error {
+            MarkError::Invalid { field, .. } => ApiError {
+                message,
+                ..ApiError::invalid(field, "")
+            },
+            MarkError::NotFound(_) => ApiError::new(StatusCode::NOT_FOUND, "unknown_lead", message),
+            MarkError::NotQueued(_) => {
+                ApiError::new(StatusCode::CONFLICT, "not_in_manual_queue", message)
+            }
+            MarkError::Conflict(_) => ApiError::new(StatusCode::CONFLICT, "conflict", message),
+            MarkError::Unavailable(_) => ApiError::unavailable(message),
+            MarkError::Internal(_) => {
+                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", message)
+            }
         }
     }
 }
@@ -220,6 +273,22 @@ impl Queries {
         let leads = dashboard::manual_queue(&**client, limit, &scope, self.clock.now()).await?;
         Ok(ManualQueueResponse { leads })
     }
+
+    /// The answer to a `MarkHandled`: once the manual queue no longer
+    /// shows the lead.
+    pub async fn mark_handled_for(
+        &self,
+        request: &MarkHandledRequest,
+    ) -> Result<MarkHandledResponse, MarkError> {
+        let mark = handled::validate(request)?;
+        let (response, position) = handled::mark(&self.store, &mark, self.clock.now()).await?;
+        handled::settle(&self.pool, position, handled::SETTLE_WITHIN).await?;
+        if !response.repeated {
+            tracing::info!(lead = %mark.lead_id, handled_by = %mark.handled_by,
+                           event_id = %response.event_id, "lead marked handled");
+        }
+        Ok(response)
+    }
 }
 
 #[tonic::async_trait]
@@ -241,13 +310,27 @@ impl LeadDashboard for Queries {
             self.manual_queue_for(request.get_ref()).await?,
         ))
     }
+
+    async fn mark_handled(
+        &self,
+        request: Request<MarkHandledRequest>,
+    ) -> Result<tonic::Response<MarkHandledResponse>, Status> {
+        Ok(tonic::Response::new(
+            self.mark_handled_for(request.get_ref()).await?,
+        ))
+    }
 }
 
-/// `GET /dashboard/summary`, `GET /dashboard/manual-queue`.
+/// `GET /dashboard/summary`, `GET /dashboard/manual-queue`,
+/// `POST /dashboard/manual-queue/{lead_id}/handled`.
 pub fn routes(queries: Queries) -> Router {
     Router::new()
         .route("/dashboard/summary", get(summary_json))
         .route("/dashboard/manual-queue", get(manual_queue_json))
+        .route(
+            "/dashboard/manual-queue/{lead_id}/handled",
+            post(mark_handled_json),
+        )
         .with_state(queries)
 }
 
@@ -332,6 +415,59 @@ async fn manual_queue_json(State(queries): State<Queries>, raw: RawParams) -> Re
         to_json(&queries.manual_queue_for(&request).await?)
     };
     json_answer(answer.await)
+}
+
+/// The body of `POST /dashboard/manual-queue/{lead_id}/handled`: a JSON
+/// object with `handled_by` and, optionally, `note` (strings); nothing
+/// else.
+pub fn mark_handled_request(lead_id: &str, body: &[u8]) -> Result<MarkHandledRequest, ApiError> {
+    let Ok(Value::Object(fields)) = serde_json::from_slice::<Value>(body) else {
+        return Err(ApiError::malformed(
+            "the body must be a JSON object: {\"handled_by\": \"...\", \"note\": \"...\"}",
+        ));
+    };
+    let invalid = |field: &str, message: &str| -> ApiError {
+        MarkError::Invalid {
+            field: field.to_owned(),
+            message: message.to_owned(),
+        }
+        .into()
+    };
+    if let Some(unknown) = fields
+        .keys()
+        .find(|k| !["handled_by", "note"].contains(&k.as_str()))
+    {
+        return Err(invalid(
+            unknown,
+            "unknown field; known are handled_by, note",
+        ));
+    }
+    let field = |name: &str| match fields.get(name) {
+        None | Some(Value::Null) => Ok(String::new()),
+        Some(Value::String(text)) => Ok(text.clone()),
+        Some(_) => Err(invalid(name, "must be a string")),
+    };
+    Ok(MarkHandledRequest {
+        lead_id: lead_id.to_owned(),
+        handled_by: field("handled_by")?,
+        note: field("note")?,
+    })
+}
+
+async fn mark_handled_json(
+    State(queries): State<Queries>,
+    Path(lead_id): Path<String>,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let request = mark_handled_request(&lead_id, &body)?;
+    let answer = queries.mark_handled_for(&request).await?;
+    to_json(&answer).map(Json).map_err(|error| {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            error.to_string(),
+        )
+    })
 }
 
 fn json_answer(answer: Result<Value, QueryError>) -> Response {

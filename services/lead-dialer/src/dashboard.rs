@@ -13,8 +13,10 @@
 //! - its state: received, then rejected, confirmed or closed, whichever
 //!   event came last;
 //! - whether it waits for a person: from `LeadNeedsManualProcessing` until
-//!   it is confirmed or closed. A lead that needs a person again after that
-//!   (say the CRM could not take a confirmed order) waits again.
+//!   a person marks it handled (`LeadManuallyHandled`, who, when and their
+//!   note are kept), or it is confirmed or closed. A lead that needs a
+//!   person again after that (say the CRM could not take a confirmed order)
+//!   waits again.
 //!
 //! Events without a `LeadReceived` before them change no row: without it
 //! the lead has no day, partner or amount to be counted by.
@@ -32,8 +34,8 @@ use uuid::Uuid;
 use kit::events::{decode, from_proto_time, to_proto_time, to_system_time};
 use kit::projection::{ApplyError, Projector};
 use kit::proto::events::v1::{
-    ContactForgotten, Event, LeadClosed, LeadConfirmed, LeadNeedsManualProcessing, LeadReceived,
-    LeadRejected,
+    ContactForgotten, Event, LeadClosed, LeadConfirmed, LeadManuallyHandled,
+    LeadNeedsManualProcessing, LeadReceived, LeadRejected,
 };
 use kit::proto::eventstore::v1::Filter;
 use kit::proto::leads::v1::{ManualLead, SummaryResponse, SummaryRow};
@@ -218,6 +220,21 @@ impl Projector for Dashboard {
                 )
                 .await
             }
+            "LeadManuallyHandled" => {
+                let e: LeadManuallyHandled = decode(event)?;
+                let lead = lead_id(&e.lead_id, event)?;
+                let at = happened_at(event).map(to_system_time);
+                // Out of the queue; the need's reason stays, as after a
+                // confirmation. The newest handling is kept.
+                change(
+                    tx,
+                    lead,
+                    version,
+                    "manual_since = NULL, handled_at = $3, handled_by = $4, handled_note = $5",
+                    &[&at, &e.handled_by, &e.note],
+                )
+                .await
+            }
             "ContactForgotten" => {
                 let e: ContactForgotten = decode(event)?;
                 // The stream name goes too: it is a pseudonym of the number,
@@ -237,6 +254,17 @@ impl Projector for Dashboard {
             _ => Ok(()),
         }
     }
+}
+
+/// The log position the dashboard has applied up to (its checkpoint).
+pub async fn checkpoint(db: &impl GenericClient) -> Result<u64, tokio_postgres::Error> {
+    let row = db
+        .query_opt(
+            "SELECT position FROM lead_dialer.projection_checkpoint WHERE name = $1",
+            &[&NAME],
+        )
+        .await?;
+    Ok(row.map_or(0, |r| r.get::<_, i64>(0) as u64))
 }
 
 /// Which leads a query is about: one partner, one site, or (`None`) all.

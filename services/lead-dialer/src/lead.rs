@@ -13,7 +13,7 @@ use kit::local_time::{SendWindow, zone_for_phone};
 use kit::phone::{DefaultRegion, PhoneNumber};
 use kit::proto::events::v1::{
     CallAttemptFinished, CallAttemptScheduled, CallAttemptStarted, CallOutcome, Event,
-    LeadCreatedInCrm, LeadNeedsManualProcessing, LeadReceived,
+    LeadCreatedInCrm, LeadManuallyHandled, LeadNeedsManualProcessing, LeadReceived,
 };
 
 /// One call of a lead.
@@ -49,6 +49,66 @@ pub struct Lead {
     /// No more automatic calls (every attempt failed, or no result came).
     pub calls_stopped: bool,
     pub ending: Option<Ending>,
+    /// The lead's place in the manual queue.
+    pub manual: Manual,
+}
+
+/// A `LeadNeedsManualProcessing` of the stream.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Need {
+    pub event_id: String,
+    pub correlation_id: String,
+    pub reason: String,
+    pub detail: String,
+    pub at: Timestamp,
+}
+
+/// A `LeadManuallyHandled` of the stream.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Handled {
+    pub event_id: String,
+    /// Its global position (what the dashboard must have applied to show
+    /// it).
+    pub position: u64,
+    pub handled_by: String,
+    pub note: String,
+    pub at: Timestamp,
+}
+
+/// What answered the newest need.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Answer {
+    /// A person marked it handled.
+    Handled(Handled),
+    /// The lead was confirmed or closed.
+    Ended(Ending),
+}
+
+/// The lead and the manual queue, as the dashboard shows it (see
+/// [`crate::dashboard`]): a lead waits for a person from a
+/// `LeadNeedsManualProcessing` until it is marked handled
+/// (`LeadManuallyHandled`), confirmed or closed; a later need makes it wait
+/// again.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Manual {
+    /// The newest need, if there was one.
+    pub need: Option<Need>,
+    /// What answered it, if anything did; the lead waits while this is
+    /// `None`.
+    pub answer: Option<Answer>,
+}
+
+impl Manual {
+    /// The need the lead waits with, if it waits for a person.
+    pub fn waiting(&self) -> Option<&Need> {
+        self.need.as_ref().filter(|_| self.answer.is_none())
+    }
+
+    fn answer(&mut self, answer: Answer) {
+        if self.need.is_some() && self.answer.is_none() {
+            self.answer = Some(answer);
+        }
+    }
 }
 
 fn occurred(event: &Event) -> Timestamp {
@@ -70,8 +130,27 @@ impl Lead {
             match event.r#type.as_str() {
                 "LeadReceived" => lead.received = decode(event).ok(),
                 "LeadRejected" => lead.ending = Some(Ending::Rejected),
-                "LeadConfirmed" => lead.ending = Some(Ending::Confirmed),
-                "LeadClosed" => lead.ending = Some(Ending::Closed),
+                "LeadConfirmed" => {
+                    lead.ending = Some(Ending::Confirmed);
+                    lead.manual.answer(Answer::Ended(Ending::Confirmed));
+                }
+                "LeadClosed" => {
+                    lead.ending = Some(Ending::Closed);
+                    lead.manual.answer(Answer::Ended(Ending::Closed));
+                }
+                // A person's work: nothing the call-back acts on (calls
+                // stopped stay stopped, calls going on go on).
+                "LeadManuallyHandled" => {
+                    if let Ok(e) = decode::<LeadManuallyHandled>(event) {
+                        lead.manual.answer(Answer::Handled(Handled {
+                            event_id: event.event_id.clone(),
+                            position: event.position,
+                            handled_by: e.handled_by,
+                            note: e.note,
+                            at: occurred(event),
+                        }));
+                    }
+                }
                 "NightSmsSent" => lead.night_sms = true,
                 "LeadCreatedInCrm" => {
                     lead.crm_lead_id = decode::<LeadCreatedInCrm>(event)
@@ -82,6 +161,16 @@ impl Lead {
                     if let Ok(e) = decode::<LeadNeedsManualProcessing>(event) {
                         lead.crm_failed |= e.reason == "crm_failed";
                         lead.calls_stopped |= e.calls_stopped;
+                        lead.manual = Manual {
+                            need: Some(Need {
+                                event_id: event.event_id.clone(),
+                                correlation_id: event.correlation_id.clone(),
+                                reason: e.reason,
+                                detail: e.detail,
+                                at: occurred(event),
+                            }),
+                            answer: None,
+                        };
                     }
                 }
                 "CallAttemptScheduled" => {

@@ -19,7 +19,9 @@
 //!   time goes to the manual queue.
 //!
 //! [`dashboard`] is the partners' read model (a projection of the lead
-//! streams) and [`api`] serves it over gRPC and JSON.
+//! streams) and [`api`] serves it over gRPC and JSON, with the one command
+//! of the dashboard: an operator marks a lead of the manual queue handled
+//! ([`handled`]).
 
 pub mod api;
 pub mod callback;
@@ -27,6 +29,7 @@ pub mod crm;
 pub mod dashboard;
 pub mod dialer;
 pub mod dials;
+pub mod handled;
 pub mod lead;
 pub mod results;
 pub mod timers;
@@ -67,6 +70,11 @@ pub const MIGRATIONS: &[Migration] = &[
         version: 2,
         name: "dashboard",
         sql: include_str!("../migrations/0002_dashboard.sql"),
+    },
+    Migration {
+        version: 3,
+        name: "manual_handled",
+        sql: include_str!("../migrations/0003_manual_handled.sql"),
     },
 ];
 
@@ -486,6 +494,7 @@ impl LeadDialer {
         };
         let queries = api::Queries {
             pool: pool.clone(),
+            store: store.clone(),
             zone: dashboard_zone,
             clock: self.clock.clone(),
         };

@@ -3,7 +3,9 @@
 //! per-day rows and totals, the manual queue lists who waits (oldest
 //! first) until they are confirmed, JSON and gRPC answer alike and name
 //! bad fields, a forgotten contact's leads lose their name and number, and
-//! neither a rebuild nor applying events again changes a row.
+//! neither a rebuild nor applying events again changes a row. An operator
+//! marks a waiting lead handled (MarkHandled, over gRPC and HTTP): it is
+//! out of the queue when the answer comes, once, and only if it waited.
 //!
 //! Days are Moscow days (UTC+3): a lead received at 22:30 UTC belongs to
 //! the next day.
@@ -21,23 +23,27 @@ use uuid::Uuid;
 
 use event_store::testing::TestStore;
 use kit::clock::TestClock;
-use kit::db::Migration;
-use kit::events::{Payload, new_event};
+use kit::events::{Payload, decode, derive_event_id, new_event};
 use kit::health::Health;
 use kit::projection::Projector;
 use kit::proto::events::v1::{
-    CallAttemptScheduled, Event, LeadClosed, LeadConfirmed, LeadNeedsManualProcessing,
-    LeadReceived, LeadRejected,
+    CallAttemptScheduled, Event, LeadClosed, LeadConfirmed, LeadManuallyHandled,
+    LeadNeedsManualProcessing, LeadReceived, LeadRejected,
 };
-use kit::proto::eventstore::v1::{ForgetContactRequest, ReadAllRequest};
+use kit::proto::eventstore::v1::{ForgetContactRequest, ReadAllRequest, ReadStreamRequest};
 use kit::proto::leads::v1::lead_dashboard_client::LeadDashboardClient;
 use kit::proto::leads::v1::lead_dashboard_server::LeadDashboardServer;
-use kit::proto::leads::v1::{ManualQueueRequest, SummaryRequest, SummaryResponse, SummaryRow};
+use kit::proto::leads::v1::{
+    ManualQueueRequest, MarkHandledRequest, MarkHandledResponse, SummaryRequest, SummaryResponse,
+    SummaryRow,
+};
 use kit::store_client::Expected;
 use kit::testing::eventually;
 
+use lead_dialer::MIGRATIONS;
 use lead_dialer::api::{Queries, QueryError, routes};
 use lead_dialer::dashboard::Dashboard;
+use lead_dialer::handled::MarkError;
 
 const PATIENCE: Duration = Duration::from_secs(60);
 const ALPHA: &str = "p-alpha";
@@ -46,20 +52,6 @@ const SHOP: &str = "shop.example";
 const OTHER: &str = "other.example";
 /// The test's "now": noon in Moscow on the second day.
 const NOW: &str = "2026-03-03T09:00:00Z";
-
-/// The migrations of the service's schema (as lib.rs lists them).
-const MIGRATIONS: &[Migration] = &[
-    Migration {
-        version: 1,
-        name: "dials",
-        sql: include_str!("../migrations/0001_leads.sql"),
-    },
-    Migration {
-        version: 2,
-        name: "dashboard",
-        sql: include_str!("../migrations/0002_dashboard.sql"),
-    },
-];
 
 fn at(text: &str) -> Timestamp {
     text.parse().unwrap()
@@ -104,6 +96,7 @@ async fn world() -> World {
     let clock = TestClock::new(at(NOW));
     let queries = Queries {
         pool: pool.clone(),
+        store: store.client.clone(),
         zone,
         clock: clock.clone(),
     };
@@ -325,6 +318,78 @@ impl World {
             events.extend(page.events);
         }
         events
+    }
+
+    /// The stream of lead `n`.
+    async fn stream(&self, n: u128) -> Vec<Event> {
+        self.store
+            .client
+            .grpc()
+            .read_stream(ReadStreamRequest {
+                stream: format!("lead-{}", lead(n)),
+                from_version: 1,
+                max_count: 0,
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .events
+    }
+
+    /// The `LeadManuallyHandled` events of lead `n`.
+    async fn handlings(&self, n: u128) -> Vec<(Event, LeadManuallyHandled)> {
+        self.stream(n)
+            .await
+            .into_iter()
+            .filter(|e| e.r#type == "LeadManuallyHandled")
+            .map(|e| {
+                let payload = decode(&e).unwrap();
+                (e, payload)
+            })
+            .collect()
+    }
+
+    async fn mark(
+        &self,
+        n: u128,
+        handled_by: &str,
+        note: &str,
+    ) -> Result<MarkHandledResponse, MarkError> {
+        self.queries
+            .mark_handled_for(&MarkHandledRequest {
+                lead_id: lead(n).to_string(),
+                handled_by: handled_by.into(),
+                note: note.into(),
+            })
+            .await
+    }
+
+    /// Serves the dashboard over HTTP and gRPC until the world is dropped:
+    /// the HTTP base URL (`…/dashboard`) and a gRPC client.
+    async fn serve(&self) -> (String, LeadDashboardClient<tonic::transport::Channel>) {
+        let http = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let http_addr = http.local_addr().unwrap();
+        let app = routes(self.queries.clone());
+        let shutdown = self.shutdown.clone();
+        tokio::spawn(async move {
+            axum::serve(http, app)
+                .with_graceful_shutdown(shutdown.cancelled_owned())
+                .await
+        });
+        let grpc = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let grpc_addr = grpc.local_addr().unwrap();
+        tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(LeadDashboardServer::new(self.queries.clone()))
+                .serve_with_incoming_shutdown(
+                    TcpListenerStream::new(grpc),
+                    self.shutdown.clone().cancelled_owned(),
+                ),
+        );
+        let client = LeadDashboardClient::connect(format!("http://{grpc_addr}"))
+            .await
+            .unwrap();
+        (format!("http://{http_addr}/dashboard"), client)
     }
 
     async fn summary(&self, from: &str, to: &str, partner: &str, site: &str) -> SummaryResponse {
@@ -559,6 +624,13 @@ async fn applying_events_again_changes_nothing() {
     let world = world().await;
     world.play_two_days().await;
     world.confirm(5, "2026-03-03T08:30:00Z").await;
+    let handled = LeadManuallyHandled {
+        lead_id: lead(6).to_string(),
+        handled_by: "anna".into(),
+        note: "called the client".into(),
+        ..Default::default()
+    };
+    world.append(6, "2026-03-03T08:45:00Z", handled).await;
     world.rebuild().await;
     let once = world.rows().await;
     assert_eq!(once.len(), 8);
@@ -573,14 +645,15 @@ async fn applying_events_again_changes_nothing() {
         world.dashboard.apply(&tx, event).await.unwrap();
         world.dashboard.apply(&tx, event).await.unwrap();
     }
-    // And backwards: older events never undo newer ones.
+    // And backwards: older events never undo newer ones (6's need does
+    // not bring it back after its handling).
     for event in events.iter().rev() {
         world.dashboard.apply(&tx, event).await.unwrap();
     }
     tx.commit().await.unwrap();
     drop(client);
     assert_eq!(world.rows().await, once);
-    assert_eq!(world.queue(0, "", "").await, vec![(3, 82_800), (6, 8_100)]);
+    assert_eq!(world.queue(0, "", "").await, vec![(3, 82_800)]);
 }
 
 #[tokio::test]
@@ -647,30 +720,7 @@ async fn json_and_grpc_give_the_same_answers_and_name_bad_fields() {
     let world = world().await;
     world.play_two_days().await;
     world.rebuild().await;
-
-    let http = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let http_addr = http.local_addr().unwrap();
-    let app = routes(world.queries.clone());
-    let shutdown = world.shutdown.clone();
-    tokio::spawn(async move {
-        axum::serve(http, app)
-            .with_graceful_shutdown(shutdown.cancelled_owned())
-            .await
-    });
-    let grpc = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let grpc_addr = grpc.local_addr().unwrap();
-    tokio::spawn(
-        tonic::transport::Server::builder()
-            .add_service(LeadDashboardServer::new(world.queries.clone()))
-            .serve_with_incoming_shutdown(
-                TcpListenerStream::new(grpc),
-                world.shutdown.clone().cancelled_owned(),
-            ),
-    );
-    let mut client = LeadDashboardClient::connect(format!("http://{grpc_addr}"))
-        .await
-        .unwrap();
-    let base = format!("http://{http_addr}/dashboard");
+    let (base, mut client) = world.serve().await;
 
     // Summary: the protobuf fields, numbers as numbers.
     let (status, json) = get(&format!(
@@ -775,6 +825,8 @@ async fn an_unreachable_database_is_unavailable() {
     // A pool pointing at a port where no Postgres listens.
     let queries = Queries {
         pool: kit::db::pool("postgres://postgres@127.0.0.1:1/none", 1).unwrap(),
+        store: kit::store_client::EventStoreClient::connect_lazy("http://127.0.0.1:1", "test")
+            .unwrap(),
         zone: TimeZone::get("Europe/Moscow").unwrap(),
         clock: TestClock::new(at(NOW)),
     };
@@ -785,4 +837,299 @@ async fn an_unreachable_database_is_unavailable() {
     assert!(matches!(error, QueryError::Unavailable(_)), "{error:?}");
     let status = tonic::Status::from(error);
     assert_eq!(status.code(), tonic::Code::Unavailable);
+}
+
+fn not_queued(result: Result<MarkHandledResponse, MarkError>) -> String {
+    match result {
+        Err(MarkError::NotQueued(message)) => message,
+        other => panic!("not FAILED_PRECONDITION: {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn an_operator_marks_a_waiting_lead_handled_once() {
+    let world = world().await;
+    world.follow();
+    world.play_two_days().await;
+    world.caught_up().await;
+    assert_eq!(
+        world.queue(0, "", "").await,
+        vec![(3, 82_800), (6, 8_100), (5, 3_600)]
+    );
+
+    // 3 waits since its call gave no result; anna called the client.
+    let note = "called the client, they will order again";
+    let answer = world.mark(3, " anna ", note).await.unwrap();
+    assert_eq!(answer.lead_id, lead(3).to_string());
+    assert_eq!(
+        (answer.handled_by.as_str(), answer.note.as_str()),
+        ("anna", note)
+    );
+    assert_eq!(answer.reason, "no_call_result");
+    assert_eq!(answer.detail, "no_call_result in words");
+    assert_eq!(answer.handled_at, Some(kit::events::to_proto_time(at(NOW))));
+    assert!(!answer.repeated);
+    // The answer came once the dashboard shows it: the very next read.
+    assert_eq!(world.queue(0, "", "").await, vec![(6, 8_100), (5, 3_600)]);
+    let beta = world.summary(DAY1, DAY1, BETA, OTHER).await;
+    assert_eq!(beta.rows[0].manual, 0, "{beta:?}");
+
+    // On the lead's stream: one event naming the operator, derived from
+    // the need it answers.
+    let need = world
+        .stream(3)
+        .await
+        .into_iter()
+        .find(|e| e.r#type == "LeadNeedsManualProcessing")
+        .unwrap();
+    let handlings = world.handlings(3).await;
+    assert_eq!(handlings.len(), 1);
+    let (event, payload) = &handlings[0];
+    assert_eq!(
+        event.event_id,
+        derive_event_id(&need.event_id, lead_dialer::handled::EVENT_KIND).to_string()
+    );
+    assert_eq!(answer.event_id, event.event_id);
+    assert_eq!(event.causation_id, need.event_id);
+    assert_eq!(payload.lead_id, lead(3).to_string());
+    assert_eq!(
+        (payload.handled_by.as_str(), payload.note.as_str()),
+        ("anna", note)
+    );
+    assert_eq!(payload.reason, "no_call_result");
+
+    // The same request again: the same answer, nothing appended.
+    let head = world.head().await;
+    let again = world.mark(3, "anna", note).await.unwrap();
+    assert!(again.repeated);
+    assert_eq!(
+        (&again.event_id, &again.handled_at, &again.note),
+        (&answer.event_id, &answer.handled_at, &answer.note)
+    );
+    // Someone else, or another note: it is not in the queue any more.
+    let other = not_queued(world.mark(3, "boris", note).await);
+    assert!(other.contains("anna already marked it handled"), "{other}");
+    let other = not_queued(world.mark(3, "anna", "another note").await);
+    assert!(other.contains("another note"), "{other}");
+    // A lead nobody knows, one that never waited, one confirmed since.
+    assert!(matches!(
+        world.mark(99, "anna", "").await,
+        Err(MarkError::NotFound(_))
+    ));
+    assert!(world.stream(99).await.is_empty());
+    let never = not_queued(world.mark(8, "anna", "").await);
+    assert!(never.contains("never needed a person"), "{never}");
+    world.confirm(5, "2026-03-03T08:30:00Z").await;
+    let head_after_confirm = world.head().await;
+    assert!(head_after_confirm > head);
+    let confirmed = not_queued(world.mark(5, "anna", "").await);
+    assert!(confirmed.contains("confirmed"), "{confirmed}");
+    // Bad input names its field and appends nothing.
+    for (request, field) in [
+        (("not-a-uuid", "anna", ""), "lead_id"),
+        (("", "anna", ""), "lead_id"),
+        ((&*lead(6).to_string(), " ", ""), "handled_by"),
+        ((&*lead(6).to_string(), &*"x".repeat(101), ""), "handled_by"),
+        ((&*lead(6).to_string(), "anna", &*"x".repeat(1001)), "note"),
+    ] {
+        let (lead_id, handled_by, note) = request;
+        let error = world
+            .queries
+            .mark_handled_for(&MarkHandledRequest {
+                lead_id: lead_id.into(),
+                handled_by: handled_by.into(),
+                note: note.into(),
+            })
+            .await
+            .unwrap_err();
+        match &error {
+            MarkError::Invalid { field: named, .. } => assert_eq!(named, field),
+            other => panic!("{request:?}: not INVALID_ARGUMENT: {other:?}"),
+        }
+        assert!(
+            error.to_string().starts_with(&format!("{field}: ")),
+            "{error}"
+        );
+    }
+    assert_eq!(world.head().await, head_after_confirm, "nothing appended");
+    assert_eq!(world.handlings(6).await.len(), 0);
+
+    // A later need puts 3 back in the queue, to be handled again.
+    world
+        .manual(3, "2026-03-03T08:50:00Z", "crm_failed", false)
+        .await;
+    world.caught_up().await;
+    assert_eq!(world.queue(0, "", "").await, vec![(6, 8_100), (3, 600)]);
+    let second = world.mark(3, "boris", "").await.unwrap();
+    assert!(!second.repeated);
+    assert_ne!(second.event_id, answer.event_id);
+    assert_eq!(second.reason, "crm_failed");
+    assert_eq!(world.queue(0, "", "").await, vec![(6, 8_100)]);
+    assert_eq!(world.handlings(3).await.len(), 2);
+
+    // Rebuilt from the log, the read model is what the live one is, with
+    // the newest handling kept.
+    let live = world.rows().await;
+    let three = live
+        .iter()
+        .find(|row| row.contains(&lead(3).to_string()))
+        .unwrap();
+    assert!(three.contains(r#""handled_by": "boris""#), "{three}");
+    world.rebuild().await;
+    assert_eq!(world.rows().await, live);
+}
+
+#[tokio::test]
+async fn two_operators_at_once_handle_a_lead_once() {
+    let world = world().await;
+    world.follow();
+    world.play_two_days().await;
+    world.caught_up().await;
+    let (anna, boris) = tokio::join!(world.mark(6, "anna", ""), world.mark(6, "boris", ""));
+    let (winner, loser) = match (anna, boris) {
+        (Ok(won), lost) => (won, lost),
+        (lost, Ok(won)) => (won, lost),
+        both => panic!("nobody marked it: {both:?}"),
+    };
+    let message = not_queued(loser);
+    assert!(
+        message.contains(&format!("{} already marked it handled", winner.handled_by)),
+        "{message}"
+    );
+    let handlings = world.handlings(6).await;
+    assert_eq!(handlings.len(), 1);
+    assert_eq!(handlings[0].1.handled_by, winner.handled_by);
+    assert_eq!(world.queue(0, "", "").await, vec![(3, 82_800), (5, 3_600)]);
+}
+
+async fn post(url: &str, body: &str) -> (u16, Value) {
+    let response = reqwest::Client::new()
+        .post(url)
+        .header("content-type", "application/json")
+        .body(body.to_owned())
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap())
+}
+
+#[tokio::test]
+async fn marking_handled_over_http_and_grpc() {
+    let world = world().await;
+    world.follow();
+    world.play_two_days().await;
+    world.caught_up().await;
+    let (base, mut client) = world.serve().await;
+    let handled = |n: u128| format!("{base}/manual-queue/{}/handled", lead(n));
+
+    // 5 went to a person when the CRM failed; anna created it by hand.
+    let body = r#"{"handled_by": "anna", "note": "created in Bitrix24 by hand"}"#;
+    let (status, json) = post(&handled(5), body).await;
+    assert_eq!(status, 200, "{json}");
+    assert_eq!(json["lead_id"], lead(5).to_string());
+    assert_eq!(json["handled_by"], "anna");
+    assert_eq!(json["note"], "created in Bitrix24 by hand");
+    assert_eq!(json["handled_at"], "2026-03-03T09:00:00Z");
+    assert_eq!(json["reason"], "crm_failed");
+    assert_eq!(json["repeated"], false);
+    let (_, queue) = get(&format!("{base}/manual-queue")).await;
+    let waiting: Vec<&str> = queue["leads"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["lead_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(waiting, vec![lead(3).to_string(), lead(6).to_string()]);
+    let (status, again) = post(&handled(5), body).await;
+    assert_eq!(status, 200, "{again}");
+    assert_eq!(again["repeated"], true);
+    assert_eq!(again["event_id"], json["event_id"]);
+
+    // Errors, in the JSON shape of callflow's other endpoints.
+    let head = world.head().await;
+    let (status, json) = post(&handled(5), r#"{"handled_by": "boris"}"#).await;
+    assert_eq!(status, 409, "{json}");
+    assert_eq!(json["error"]["code"], "not_in_manual_queue");
+    let (status, json) = post(&handled(99), r#"{"handled_by": "anna"}"#).await;
+    assert_eq!(status, 404, "{json}");
+    assert_eq!(json["error"]["code"], "unknown_lead");
+    let too_long = format!(
+        r#"{{"handled_by": "anna", "note": "{}"}}"#,
+        "x".repeat(1001)
+    );
+    for (url, body, field) in [
+        (
+            format!("{base}/manual-queue/nope/handled"),
+            r#"{"handled_by": "anna"}"#,
+            "lead_id",
+        ),
+        (handled(6), r#"{"note": "no name"}"#, "handled_by"),
+        (handled(6), r#"{"handled_by": 7}"#, "handled_by"),
+        (
+            handled(6),
+            r#"{"handled_by": "anna", "notes": "x"}"#,
+            "notes",
+        ),
+        (handled(6), too_long.as_str(), "note"),
+    ] {
+        let (status, json) = post(&url, body).await;
+        assert_eq!(status, 422, "{body}: {json}");
+        assert_eq!(json["error"]["code"], "invalid_field", "{json}");
+        assert_eq!(json["error"]["field"], field, "{body}: {json}");
+        let message = json["error"]["message"].as_str().unwrap();
+        assert!(message.starts_with(&format!("{field}: ")), "{message}");
+    }
+    for body in ["", "handled_by=anna", r#"["anna"]"#] {
+        let (status, json) = post(&handled(6), body).await;
+        assert_eq!(status, 400, "{body}: {json}");
+        assert_eq!(json["error"]["code"], "malformed_body", "{json}");
+    }
+    assert_eq!(world.head().await, head, "nothing appended");
+
+    // gRPC: the same, with its status codes.
+    let answer = client
+        .mark_handled(MarkHandledRequest {
+            lead_id: lead(6).to_string(),
+            handled_by: "boris".into(),
+            note: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(answer.reason, "not_reached");
+    let queue = client
+        .manual_queue(ManualQueueRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(queue.leads.len(), 1);
+    assert_eq!(queue.leads[0].lead_id, lead(3).to_string());
+    for (n, handled_by, code) in [
+        (99, "anna", tonic::Code::NotFound),
+        (8, "anna", tonic::Code::FailedPrecondition),
+        (6, "anna", tonic::Code::FailedPrecondition),
+        (3, "", tonic::Code::InvalidArgument),
+    ] {
+        let status = client
+            .mark_handled(MarkHandledRequest {
+                lead_id: lead(n).to_string(),
+                handled_by: handled_by.into(),
+                note: String::new(),
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), code, "{n}: {status:?}");
+    }
+    let status = client
+        .mark_handled(MarkHandledRequest {
+            lead_id: "3".into(),
+            handled_by: "anna".into(),
+            note: String::new(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::InvalidArgument);
+    assert!(status.message().starts_with("lead_id: "), "{status:?}");
+    assert_eq!(world.handlings(3).await.len(), 0);
 }

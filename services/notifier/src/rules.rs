@@ -231,9 +231,9 @@ pub const ROUTING_EVENTS: &[&str] = &[
 
 /// The rules when no file is given: the managers' Telegram chat hears about
 /// consents, failed SMS, parked messages and the web leads' news: new,
-/// confirmed, rejected (cannot be called) and needing a person; and, when a
-/// support Slack webhook is configured, the support channel follows every
-/// routed inbound call step by step.
+/// confirmed, rejected (cannot be called), needing a person and handled by
+/// one; and, when a support Slack webhook is configured, the support channel
+/// follows every routed inbound call step by step.
 pub fn defaults(telegram_url: &str, token: &str, chat_id: &str, support_slack: &str) -> Rules {
     let mut targets = vec![Target {
         name: "managers".into(),
@@ -252,6 +252,7 @@ pub fn defaults(telegram_url: &str, token: &str, chat_id: &str, support_slack: &
             "LeadConfirmed".into(),
             "LeadRejected".into(),
             "LeadNeedsManualProcessing".into(),
+            "LeadManuallyHandled".into(),
             "DeadLettered".into(),
         ],
         destination: "managers".into(),

@@ -8,8 +8,8 @@ use kit::events::decode;
 use kit::proto::events::v1::{
     CallCompleted, CallerIdentified, CallerKind, ConsentAnalyzed, ConsentDecision, ContactOptedOut,
     DeadLettered, DialFinished, Escalated, Event, FallbackUsed, InboundCallEnded, LeadClosed,
-    LeadConfirmed, LeadNeedsManualProcessing, LeadReceived, LeadRejected, ReminderDue,
-    ReminderScheduled, SmsDelivered, SmsFailed, SmsSent, SmsUndelivered, TargetRole,
+    LeadConfirmed, LeadManuallyHandled, LeadNeedsManualProcessing, LeadReceived, LeadRejected,
+    ReminderDue, ReminderScheduled, SmsDelivered, SmsFailed, SmsSent, SmsUndelivered, TargetRole,
     TranscriptionFailed,
 };
 
@@ -164,6 +164,23 @@ pub fn fields(event: &Event) -> BTreeMap<&'static str, String> {
                 f.insert("partner_id", e.partner_id);
             }
         }
+        "LeadManuallyHandled" => {
+            if let Ok(e) = decode::<LeadManuallyHandled>(event) {
+                f.insert("lead_id", e.lead_id);
+                f.insert("handled_by", e.handled_by);
+                f.insert(
+                    "note",
+                    if e.note.is_empty() {
+                        String::new()
+                    } else {
+                        format!(": {}", e.note)
+                    },
+                );
+                f.insert("reason", e.reason);
+                f.insert("site", e.site);
+                f.insert("partner_id", e.partner_id);
+            }
+        }
         "LeadClosed" => {
             if let Ok(e) = decode::<LeadClosed>(event) {
                 f.insert("lead_id", e.lead_id);
@@ -295,6 +312,7 @@ pub fn default_template(event_type: &str) -> &'static str {
             "Order {order_id} on {site} confirmed by the client on call {attempt} ({amount})"
         }
         "LeadNeedsManualProcessing" => "Lead {lead_id} from {site} needs a person: {detail}",
+        "LeadManuallyHandled" => "Lead {lead_id} from {site} was handled by {handled_by}{note}",
         "LeadClosed" => "Lead {lead_id} from {site} closed after {attempts} call(s): {detail}",
         "CallerIdentified" => "Call {call_id}: {who} is calling{about}",
         "DialFinished" => "Call {call_id}: {target} ({number}) {outcome}",
@@ -352,6 +370,35 @@ mod tests {
         assert!(
             text.contains("agreed") && text.contains("P14D") && text.contains("через две недели"),
             "{text}"
+        );
+    }
+
+    #[test]
+    fn a_handled_lead_names_the_operator() {
+        let mut payload = LeadManuallyHandled {
+            lead_id: "l-1".into(),
+            handled_by: "anna".into(),
+            note: "called the client".into(),
+            site: "shop.example".into(),
+            ..Default::default()
+        };
+        let render_it = |payload: &LeadManuallyHandled| {
+            let new = new_event(uuid::Uuid::nil(), None, payload);
+            let event = Event {
+                r#type: new.r#type,
+                payload: new.payload,
+                ..Default::default()
+            };
+            render(default_template("LeadManuallyHandled"), &fields(&event))
+        };
+        assert_eq!(
+            render_it(&payload),
+            "Lead l-1 from shop.example was handled by anna: called the client"
+        );
+        payload.note.clear();
+        assert_eq!(
+            render_it(&payload),
+            "Lead l-1 from shop.example was handled by anna"
         );
     }
 
