@@ -5,7 +5,7 @@
 # workspace sharing nearly all their dependencies (tokio, tonic, the
 # generated protobuf code, kit), so one `cargo build --release --bins`
 # compiles everything once, and per-service images would repeat the same
-# build or the same layers eleven times. One tag rolls out a release that was
+# build or the same layers twelve times. One tag rolls out a release that was
 # tested together; the Deployment's `command` picks the binary
 # (infra/k8s/base/<service>/deployment.yaml). The runtime stage holds only
 # Debian slim, CA certificates and the binaries, stripped of their debug
@@ -26,7 +26,7 @@ COPY . .
 RUN cargo build --release --locked --bins \
     && mkdir -p /out \
     && for bin in event-store call-ingest consent-analyzer reminder-scheduler sms-sender \
-                  notifier transcription analytics lead-dialer call-router provider-sim callflow; do \
+                  notifier transcription analytics lead-dialer call-router console provider-sim callflow; do \
          cp "target/release/$bin" /out/ && strip --strip-debug "/out/$bin"; \
        done
 

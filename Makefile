@@ -20,12 +20,13 @@ export RUST_LOG ?= info
 
 BENCH ?=
 
-.PHONY: help services python-client k8s-check build run demo test bench lint fmt toolchain clean-local
+.PHONY: help services python-client browser k8s-check build run demo test bench lint fmt toolchain clean-local
 
 help:
 	@echo "make run    set up Postgres + NATS, build, run every service (callflow up)"
 	@echo "make test   set up Postgres + NATS, run the whole test suite"
 	@echo "make demo   play a realistic day through the whole system and check it"
+	@echo "            (DEMO_SERVE=1: then keep it running to look at it in the console)"
 	@echo "make bench  run the benchmarks (BENCH=<name> for one), results in target/bench/"
 	@echo "make lint   rustfmt check and clippy with warnings denied"
 
@@ -39,6 +40,11 @@ services:
 # classes generated from proto/, in .local/python); quick when up to date.
 python-client:
 	@tests/python/setup.sh
+
+# The console's browser tests: Node.js, Debian's Chromium and playwright-core
+# (tests/browser/node_modules); installs what is missing, quick once there.
+browser:
+	@tests/browser/setup.sh
 
 # The Kubernetes manifests (infra/k8s): yamllint, every overlay rendered
 # with kubectl kustomize and validated offline against the API schemas, and
@@ -55,9 +61,9 @@ run: toolchain services
 
 demo: toolchain services
 	cargo build -p callflow
-	$(LOAD_ENV); RUST_LOG=warn target/debug/callflow demo
+	$(LOAD_ENV); RUST_LOG=warn target/debug/callflow demo $(if $(DEMO_SERVE),--serve,)
 
-test: toolchain services python-client k8s-check
+test: toolchain services python-client browser k8s-check
 	@if cargo nextest --version >/dev/null 2>&1; then \
 	  $(LOAD_ENV); cargo nextest run --workspace --no-fail-fast; \
 	else \

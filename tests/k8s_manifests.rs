@@ -361,3 +361,13 @@ fn the_routing_scenarios_are_the_example_deployments() {
         "infra/k8s/base/call-router/scenarios.toml is a copy of infra/call-router/scenarios.toml: copy it again"
     );
 }
+
+#[test]
+fn the_dev_console_users_are_the_development_users() {
+    let root = root();
+    assert_eq!(
+        read(&root.join("infra/k8s/overlays/dev/console-users.toml")),
+        read(&root.join("infra/console/users.toml")),
+        "infra/k8s/overlays/dev/console-users.toml is a copy of infra/console/users.toml: copy it again"
+    );
+}

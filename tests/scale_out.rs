@@ -1,15 +1,16 @@
 //! Scale-out: two replicas of every service (event store and relay,
 //! call-ingest, transcription, consent-analyzer, reminder-scheduler,
-//! sms-sender, notifier, lead-dialer, analytics, call-router) on the same
-//! Postgres, NATS stream and providers, with the work arriving at both.
+//! sms-sender, notifier, lead-dialer, analytics, call-router, console) on the
+//! same Postgres, NATS stream and providers, with the work arriving at both.
 //! Every effect happens once: one transcript, one consent, one reminder and
 //! one SMS per call, one chat message per consent, one call and one CRM
-//! lead per web lead.
+//! lead per web lead. Either console serves a person signed in on the other.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use jiff::Timestamp;
+use reqwest::header::{COOKIE, LOCATION, SET_COOKIE};
 use serde_json::json;
 
 use callflow_e2e::{BUSINESS_NUMBER, EXOLVE_TOKEN, LEADS_TOKEN, Running};
@@ -160,6 +161,65 @@ async fn two_replicas_of_every_service_do_each_thing_once() {
         LEADS,
         "one CRM lead per lead"
     );
+
+    // Both consoles are ready, and a sign-in on one is a session on the
+    // other: sessions are in Postgres, so the ingress may send a person to
+    // either replica.
+    let consoles = [first.addresses.console_http, second.addresses.console_http];
+    for console in consoles {
+        kit::testing::eventually("the console is ready", Duration::from_secs(30), || async {
+            let response = http
+                .get(format!("http://{console}/readyz"))
+                .send()
+                .await
+                .ok()?;
+            (response.status() == 200).then_some(())
+        })
+        .await;
+    }
+    let browser = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let signed_in = browser
+        .post(format!("http://{}/login", consoles[0]))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("username=operator&password=operator-dev-password&next=%2Freminders")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        signed_in.status(),
+        303,
+        "the operator signs in on one console"
+    );
+    let session = signed_in.headers()[SET_COOKIE]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_owned();
+    let reminders = format!("http://{}/reminders", consoles[1]);
+    let anonymous = browser.get(&reminders).send().await.unwrap();
+    assert_eq!(
+        anonymous.status(),
+        303,
+        "the other asks strangers to sign in"
+    );
+    assert!(
+        anonymous.headers()[LOCATION]
+            .to_str()
+            .unwrap()
+            .starts_with("/login")
+    );
+    let page = browser
+        .get(&reminders)
+        .header(COOKIE, &session)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), 200, "the other console knows the session");
 
     stop_second.cancel();
     second.wait().await.unwrap();

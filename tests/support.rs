@@ -42,6 +42,10 @@ pub const SCENARIOS: &str = concat!(
     "/../infra/call-router/scenarios.toml"
 );
 
+/// The console's development users (operator / operator-dev-password,
+/// viewer / viewer-dev-password).
+pub const CONSOLE_USERS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../infra/console/users.toml");
+
 pub fn config(db: &TestDb, bus: &TestBus) -> UpConfig {
     use clap::Parser;
     #[derive(clap::Parser)]
@@ -108,6 +112,10 @@ pub fn config(db: &TestDb, bus: &TestBus) -> UpConfig {
         any,
         "--router-grpc-addr",
         any,
+        "--console-http-addr",
+        any,
+        "--console-users",
+        CONSOLE_USERS,
         "--router-scenarios",
         SCENARIOS,
     ])

@@ -130,7 +130,9 @@ def check(path):
             if "configMap" in volume and volume["configMap"]["name"] not in configmaps:
                 err(dep, f"volume {volume['name']}: ConfigMap {volume['configMap']['name']} is not here")
             if "secret" in volume:
-                want_secret(dep, volume["secret"]["secretName"], None, volume["secret"].get("optional", False))
+                secret = volume["secret"]
+                for key in [item["key"] for item in secret.get("items") or []] or [None]:
+                    want_secret(dep, secret["secretName"], key, secret.get("optional", False))
 
         drain = DRAIN_DEFAULT
         containers = pod.get("initContainers", []) + pod["containers"]

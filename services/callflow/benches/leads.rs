@@ -89,6 +89,23 @@ fn config(db: &TestDb, bus: &TestBus) -> UpConfig {
         any,
         "--analytics-http-addr",
         any,
+        // Benchmarks run in the package's directory: the repository's files.
+        "--router-scenarios",
+        concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../infra/call-router/scenarios.toml"
+        ),
+        "--router-http-addr",
+        any,
+        "--router-grpc-addr",
+        any,
+        "--console-users",
+        concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../infra/console/users.toml"
+        ),
+        "--console-http-addr",
+        any,
         "--lead-http-addr",
         any,
         "--lead-grpc-addr",

@@ -132,6 +132,31 @@ const VLADIVOSTOK_NINE: &str = "2026-12-26T23:00:00Z";
 /// The dashboard's days (Moscow) the leads fall in.
 const LEAD_DAYS: (&str, &str) = ("2026-12-26", "2026-12-27");
 
+/// `callflow demo`'s arguments.
+#[derive(clap::Args, Debug)]
+pub struct DemoArgs {
+    #[command(flatten)]
+    pub config: UpConfig,
+    /// After the day, keep every service running (the console shows the
+    /// day) until Ctrl-C.
+    #[arg(long)]
+    pub serve: bool,
+}
+
+/// `callflow demo [--serve]`.
+pub async fn run_cli(args: DemoArgs) -> anyhow::Result<()> {
+    if !args.serve {
+        return run(args.config).await;
+    }
+    let played = play(args.config, "callflow_demo", true).await?;
+    println!(
+        "\nThe demo day stays up: console http://{} (operator / operator-dev-password, viewer / viewer-dev-password). Ctrl-C stops it.",
+        played.system.addresses.console_http
+    );
+    kit::shutdown::on_signal().cancelled().await;
+    played.stop().await
+}
+
 /// Plays the day on database `callflow_demo` and stream `CALLFLOW_DEMO`;
 /// `Ok` only when every expectation held.
 pub async fn run(config: UpConfig) -> anyhow::Result<()> {
@@ -140,17 +165,60 @@ pub async fn run(config: UpConfig) -> anyhow::Result<()> {
 
 /// Plays the day on database `name` and stream `name` in capitals (tests
 /// use their own names).
-pub async fn run_named(mut config: UpConfig, name: &str) -> anyhow::Result<()> {
+pub async fn run_named(config: UpConfig, name: &str) -> anyhow::Result<()> {
+    play_named(config, name).await?.stop().await
+}
+
+/// A system the demo day was played through, still running (to look at it
+/// in the console, or to test the console on realistic data).
+pub struct Played {
+    pub system: System,
+    pub clock: std::sync::Arc<TestClock>,
+    /// The database the day was played on.
+    pub database_url: String,
+    shutdown: CancellationToken,
+}
+
+impl Played {
+    /// Stops every service.
+    pub async fn stop(self) -> anyhow::Result<()> {
+        self.shutdown.cancel();
+        self.system.wait().await
+    }
+}
+
+/// Plays the day like [`run_named`] and leaves the system running; `Err`
+/// (with the system stopped) unless every expectation held.
+pub async fn play_named(config: UpConfig, name: &str) -> anyhow::Result<Played> {
+    play(config, name, false).await
+}
+
+/// Every service binds an ephemeral port, except the console when
+/// `keep_console` (people open it at its configured address).
+async fn play(mut config: UpConfig, name: &str, keep_console: bool) -> anyhow::Result<Played> {
+    let console = config.console.http_addr;
     prepare(&mut config, name).await?;
+    if keep_console {
+        config.console.http_addr = console;
+    }
     let clock = TestClock::new(START.parse()?);
     let shutdown = CancellationToken::new();
     let token = config.common.event_store_token_for("callflow-demo");
+    let database_url = config.common.database_url.clone();
     let system = System::start(config, clock.clone(), shutdown.clone()).await?;
-    let outcome = play(&system, &clock, &token).await;
-    shutdown.cancel();
-    let stopped = system.wait().await;
-    outcome?;
-    stopped
+    let played = Played {
+        system,
+        clock: clock.clone(),
+        database_url,
+        shutdown,
+    };
+    match play_day(&played.system, &clock, &token).await {
+        Ok(()) => Ok(played),
+        Err(error) => {
+            let _ = played.stop().await;
+            Err(error)
+        }
+    }
 }
 
 /// Ephemeral ports, demo tokens, a fresh database and stream.
@@ -191,6 +259,14 @@ async fn prepare(config: &mut UpConfig, name: &str) -> anyhow::Result<()> {
     config.consent_analyzer.http_addr = any;
     config.transcription.http_addr = any;
     config.analytics.http_addr = any;
+    config.console.http_addr = any;
+    if !config.console.users.exists() {
+        config.console.users = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../infra/console/users.toml"
+        )
+        .into();
+    }
     config.common.jetstream_stream = name.to_uppercase();
     config.common.subject_prefix = format!("{name}.evt");
 
@@ -218,7 +294,7 @@ fn say(text: &str) {
     println!("\n▶ {text}");
 }
 
-async fn play(system: &System, clock: &TestClock, token: &str) -> anyhow::Result<()> {
+async fn play_day(system: &System, clock: &TestClock, token: &str) -> anyhow::Result<()> {
     let sim = system.simulator.clone().context("the simulator runs")?;
     let a = &system.addresses;
     let store =

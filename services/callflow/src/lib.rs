@@ -53,6 +53,8 @@ pub struct UpConfig {
     pub lead_dialer: lead_dialer::Config,
     #[command(flatten)]
     pub call_router: call_router::Config,
+    #[command(flatten)]
+    pub console: console::Config,
 }
 
 /// Where a running system serves.
@@ -67,6 +69,7 @@ pub struct Addresses {
     pub lead_grpc: SocketAddr,
     pub router_http: SocketAddr,
     pub router_grpc: SocketAddr,
+    pub console_http: SocketAddr,
     /// The provider simulator, when it runs here.
     pub simulator: Option<SocketAddr>,
 }
@@ -162,6 +165,13 @@ impl System {
             clock.clone(),
         )
         .await?;
+        // The console reads the other services' APIs where they were bound.
+        config.console.reminders_url = format!("http://{}", scheduler.grpc_addr());
+        config.console.leads_url = format!("http://{}", dialer.grpc_addr());
+        config.console.routing_url = format!("http://{}", router.grpc_addr());
+        let console =
+            console::Console::bind(config.common.clone(), config.console.clone(), clock.clone())
+                .await?;
         let addresses = Addresses {
             event_store_grpc: store.grpc_addr(),
             event_store_http: store.http_addr(),
@@ -172,6 +182,7 @@ impl System {
             lead_grpc: dialer.grpc_addr(),
             router_http: router.http_addr(),
             router_grpc: router.grpc_addr(),
+            console_http: console.http_addr(),
             simulator: sim_addr,
         };
         let common = config.common.clone();
@@ -251,6 +262,13 @@ impl System {
             &tasks,
             "call-router",
             router.run(shutdown.clone()),
+            &shutdown,
+            &failed,
+        );
+        supervise(
+            &tasks,
+            "console",
+            console.run(shutdown.clone()),
             &shutdown,
             &failed,
         );
@@ -349,6 +367,10 @@ pub async fn up(config: UpConfig, shutdown: CancellationToken) -> anyhow::Result
     println!(
         "                          gRPC http://{} (Directory, Masking, RoutingStats)",
         a.router_grpc
+    );
+    println!(
+        "  console                 http://{}  (sign in: see README, \"Operations console\")",
+        a.console_http
     );
     println!(
         "  analytics               schema analytics (view analytics.funnel)  ops http://{analytics_http}/readyz"

@@ -10,7 +10,7 @@ enum Cli {
     /// Play a realistic day through the whole system (its own database and
     /// stream, the provider simulator, a clock moved a month ahead) and
     /// check what happened.
-    Demo(Box<callflow::UpConfig>),
+    Demo(Box<callflow::demo::DemoArgs>),
     /// Read, export, count and verify the event log.
     Events(Box<callflow::events::EventsArgs>),
 }
@@ -33,7 +33,7 @@ async fn main() -> anyhow::Result<()> {
                 unsafe { std::env::set_var("RUST_LOG", "warn") };
             }
             let _telemetry = kit::telemetry::init("callflow-demo");
-            return callflow::demo::run(*config).await;
+            return callflow::demo::run_cli(*config).await;
         }
     };
     let _telemetry = kit::telemetry::init("callflow");
