@@ -35,17 +35,9 @@ pub const BUSINESS_NUMBER: &str = "+74951234567";
 pub const LEADS_TOKEN: &str = "e2e-leads-token";
 
 /// Every service on ephemeral ports, with settings that make the test quick
-/// (short polls and backoffs) but otherwise the defaults.
-/// The call-router's example scenarios (the tests play them).
-pub const SCENARIOS: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/../infra/call-router/scenarios.toml"
-);
-
-/// The console's development users (operator / operator-dev-password,
-/// viewer / viewer-dev-password).
-pub const CONSOLE_USERS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../infra/console/users.toml");
-
+/// (short polls and backoffs) but otherwise the defaults; the repository's
+/// scenarios (the tests play them) and console users (operator /
+/// operator-dev-password, viewer / viewer-dev-password).
 pub fn config(db: &TestDb, bus: &TestBus) -> UpConfig {
     use clap::Parser;
     #[derive(clap::Parser)]
@@ -114,13 +106,9 @@ pub fn config(db: &TestDb, bus: &TestBus) -> UpConfig {
         any,
         "--console-http-addr",
         any,
-        "--console-users",
-        CONSOLE_USERS,
-        "--router-scenarios",
-        SCENARIOS,
     ])
     .expect("test configuration parses");
-    let mut up = args.up;
+    let mut up = args.up.with_repository_files();
     up.common = common(&db.url, bus);
     up
 }

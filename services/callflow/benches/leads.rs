@@ -89,21 +89,10 @@ fn config(db: &TestDb, bus: &TestBus) -> UpConfig {
         any,
         "--analytics-http-addr",
         any,
-        // Benchmarks run in the package's directory: the repository's files.
-        "--router-scenarios",
-        concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../../infra/call-router/scenarios.toml"
-        ),
         "--router-http-addr",
         any,
         "--router-grpc-addr",
         any,
-        "--console-users",
-        concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../../infra/console/users.toml"
-        ),
         "--console-http-addr",
         any,
         "--lead-http-addr",
@@ -116,7 +105,7 @@ fn config(db: &TestDb, bus: &TestBus) -> UpConfig {
         "100000",
     ])
     .expect("bench configuration parses");
-    let mut up = args.up;
+    let mut up = args.up.with_repository_files();
     up.common = common(&db.url, bus);
     up
 }

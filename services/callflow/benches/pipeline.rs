@@ -106,26 +106,15 @@ fn config(db: &TestDb, bus: &TestBus) -> UpConfig {
         any,
         "--analytics-http-addr",
         any,
-        // Benchmarks run in the package's directory: the repository's files.
-        "--router-scenarios",
-        concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../../infra/call-router/scenarios.toml"
-        ),
         "--router-http-addr",
         any,
         "--router-grpc-addr",
         any,
-        "--console-users",
-        concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../../infra/console/users.toml"
-        ),
         "--console-http-addr",
         any,
     ])
     .expect("bench configuration parses");
-    let mut up = args.up;
+    let mut up = args.up.with_repository_files();
     up.common = common(&db.url, bus);
     up
 }

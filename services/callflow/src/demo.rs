@@ -236,15 +236,6 @@ async fn prepare(config: &mut UpConfig, name: &str) -> anyhow::Result<()> {
     config.lead_dialer.grpc_addr = any;
     config.call_router.http_addr = any;
     config.call_router.grpc_addr = any;
-    if !config.call_router.scenarios.exists() {
-        // Run from elsewhere than the repository's root: the example
-        // scenarios of this checkout.
-        config.call_router.scenarios = concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../../infra/call-router/scenarios.toml"
-        )
-        .into();
-    }
     config.reminder_scheduler.grpc_addr = any;
     config.reminder_scheduler.http_addr = any;
     config.reminder_scheduler.poll = Duration::from_millis(100);
@@ -260,13 +251,8 @@ async fn prepare(config: &mut UpConfig, name: &str) -> anyhow::Result<()> {
     config.transcription.http_addr = any;
     config.analytics.http_addr = any;
     config.console.http_addr = any;
-    if !config.console.users.exists() {
-        config.console.users = concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../../infra/console/users.toml"
-        )
-        .into();
-    }
+    // Run from elsewhere than the repository's root: this checkout's files.
+    *config = config.clone().with_repository_files();
     config.common.jetstream_stream = name.to_uppercase();
     config.common.subject_prefix = format!("{name}.evt");
 

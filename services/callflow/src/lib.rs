@@ -57,6 +57,22 @@ pub struct UpConfig {
     pub console: console::Config,
 }
 
+impl UpConfig {
+    /// Points the settings that name files of the repository (the
+    /// call-router's scenarios, the console's users) at this checkout's
+    /// copies when they are relative paths that do not resolve here:
+    /// `cargo bench` and `cargo test` run in the package's directory.
+    pub fn with_repository_files(mut self) -> Self {
+        let repository = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+        for path in [&mut self.call_router.scenarios, &mut self.console.users] {
+            if path.is_relative() && !path.exists() {
+                *path = repository.join(&*path);
+            }
+        }
+        self
+    }
+}
+
 /// Where a running system serves.
 #[derive(Debug, Clone)]
 pub struct Addresses {
