@@ -280,7 +280,31 @@ pub fn routes(state: State) -> Router {
         .route("/live", get(live::page))
         .route("/live/events", get(live::events))
         .route("/static/console.css", get(page::stylesheet))
+        .layer(axum::middleware::from_fn(observe))
         .with_state(state)
+}
+
+/// Every page request in a span (so one request is one trace with the gRPC
+/// and event-store calls it makes) and in the metrics, by route.
+async fn observe(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use tracing::Instrument;
+    let route = request
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    let method = request.method().to_string();
+    let span = tracing::info_span!("console", %method, %route);
+    let started = std::time::Instant::now();
+    let response = next.run(request).instrument(span).await;
+    let status = response.status().as_u16().to_string();
+    metrics::counter!("callflow_console_requests_total", "route" => route.clone(), "status" => status)
+        .increment(1);
+    metrics::histogram!("callflow_console_request_seconds", "route" => route)
+        .record(started.elapsed().as_secs_f64());
+    response
 }
 
 /// Starts the console and runs it until `shutdown`.

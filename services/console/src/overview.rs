@@ -52,7 +52,8 @@ setInterval(async () => {{
   const box = document.getElementById('overview');
   try {{
     const r = await fetch('/overview/live?day=' + box.dataset.day, {{credentials: 'same-origin'}});
-    if (r.ok) box.innerHTML = await r.text();
+    // A session that ended answers with the sign-in page: keep the figures.
+    if (r.ok && !r.redirected) box.innerHTML = await r.text();
   }} catch (e) {{}}
 }}, 5000);
 </script>"
