@@ -410,16 +410,14 @@ pub async fn append_all(
 /// Waits (a little) until `projector` has applied `position`: a write
 /// through the API is then visible to the next call.
 pub async fn settle<P: Projector>(pool: &Pool, projector: &P, position: u64) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    while tokio::time::Instant::now() < deadline {
-        if let Ok(client) = pool.get().await
-            && let Ok(at) = kit::projection::checkpoint(&**client, projector).await
-            && at >= position
-        {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    kit::projection::settle(
+        pool,
+        projector.schema(),
+        projector.name(),
+        position,
+        Duration::from_secs(5),
+    )
+    .await;
 }
 
 #[tonic::async_trait]

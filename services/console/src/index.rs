@@ -16,6 +16,8 @@
 //! Applying an event twice changes nothing, so the projection can be
 //! followed and rebuilt like any other.
 
+use std::collections::HashMap;
+use std::sync::OnceLock;
 use std::time::SystemTime;
 
 use deadpool_postgres::Transaction;
@@ -27,6 +29,9 @@ use kit::projection::{ApplyError, Projector};
 use kit::proto::events::v1::Event;
 use kit::proto::eventstore::v1::Filter;
 use kit::proto::prost_reflect::Value as ReflectValue;
+
+/// The projector's name in `console.projection_checkpoint`.
+pub const NAME: &str = "index";
 
 /// The projector.
 pub struct Index {
@@ -63,7 +68,7 @@ impl Index {
             }
         }
         for field in contact_fields(&event.r#type) {
-            if let Some(Value::String(number)) = fields.get(&field)
+            if let Some(Value::String(number)) = fields.get(field)
                 && let Ok(phone) = PhoneNumber::parse(number, DefaultRegion::default())
             {
                 keys.push(contact_key(&self.contact_salt, &phone));
@@ -73,21 +78,30 @@ impl Index {
     }
 }
 
-/// The fields of an event type the `.proto` files mark as naming a contact.
-fn contact_fields(event_type: &str) -> Vec<String> {
-    let pool = kit::proto::descriptors();
-    let Some(contact) = pool.get_extension_by_name("callflow.options.v1.contact") else {
-        return Vec::new();
-    };
-    let Some(message) = pool.get_message_by_name(&format!("callflow.events.v1.{event_type}"))
-    else {
-        return Vec::new();
-    };
-    message
-        .fields()
-        .filter(|f| matches!(f.options().get_extension(&contact).as_ref(), ReflectValue::I32(p) if *p > 0))
-        .map(|f| f.name().to_owned())
-        .collect()
+/// The fields of an event type the `.proto` files mark as naming a contact
+/// (read from the descriptors once: this runs for every event of the log).
+fn contact_fields(event_type: &str) -> &'static [String] {
+    static FIELDS: OnceLock<HashMap<String, Vec<String>>> = OnceLock::new();
+    FIELDS
+        .get_or_init(|| {
+            let pool = kit::proto::descriptors();
+            let contact = pool
+                .get_extension_by_name("callflow.options.v1.contact")
+                .expect("options.proto is compiled");
+            pool.all_messages()
+                .filter(|m| m.package_name() == "callflow.events.v1")
+                .map(|m| {
+                    let fields = m
+                        .fields()
+                        .filter(|f| matches!(f.options().get_extension(&contact).as_ref(), ReflectValue::I32(p) if *p > 0))
+                        .map(|f| f.name().to_owned())
+                        .collect();
+                    (m.name().to_owned(), fields)
+                })
+                .collect()
+        })
+        .get(event_type)
+        .map_or(&[], Vec::as_slice)
 }
 
 fn text<'a>(payload: &'a Value, field: &str) -> &'a str {
@@ -108,7 +122,7 @@ impl Projector for Index {
     }
 
     fn name(&self) -> &'static str {
-        "index"
+        NAME
     }
 
     fn filter(&self) -> Filter {
@@ -264,17 +278,12 @@ impl Index {
 /// Waits (a few seconds at most) until the index reflects the log up to
 /// `position`, so the page a change returns to already shows it.
 pub async fn settle(pool: &deadpool_postgres::Pool, position: u64) {
-    let index = Index {
-        contact_salt: String::new(),
-    };
-    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
-    while tokio::time::Instant::now() < deadline {
-        if let Ok(client) = pool.get().await
-            && let Ok(at) = kit::projection::checkpoint(&**client, &index).await
-            && at >= position
-        {
-            return;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+    kit::projection::settle(
+        pool,
+        crate::SCHEMA,
+        NAME,
+        position,
+        std::time::Duration::from_secs(5),
+    )
+    .await;
 }

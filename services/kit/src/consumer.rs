@@ -285,10 +285,7 @@ async fn process<H: Handler>(
     handler: &H,
     message: Message,
 ) {
-    let delivered = message
-        .info()
-        .map(|i| i.delivered.max(1) as u64)
-        .unwrap_or(1);
+    let delivered = deliveries(&message);
     let stream_sequence = message.info().map(|i| i.stream_sequence).unwrap_or(0);
     let subject = message.subject.to_string();
     let span = tracing::info_span!("consume", consumer = %config.name, %subject, delivered);
@@ -356,6 +353,14 @@ async fn process<H: Handler>(
         // The server will redeliver; handling is idempotent.
         tracing::warn!(parent: &span, %error, "ack not sent");
     }
+}
+
+/// How many times `message` has been delivered, 1 the first time.
+pub(crate) fn deliveries(message: &Message) -> u64 {
+    message
+        .info()
+        .map(|i| i.delivered.max(1) as u64)
+        .unwrap_or(1)
 }
 
 enum Outcome {

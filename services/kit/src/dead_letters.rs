@@ -131,10 +131,7 @@ async fn on_request<H: Handler>(
     handler: &H,
     message: Message,
 ) {
-    let delivered = message
-        .info()
-        .map(|i| i.delivered.max(1) as u64)
-        .unwrap_or(1);
+    let delivered = crate::consumer::deliveries(&message);
     let span = tracing::info_span!("dead_letter_retry", consumer = %config.name, delivered);
     crate::telemetry::set_parent_from_nats(&span, message.headers.as_ref());
     let ack = answer(store, config, handler, &message.payload, delivered)

@@ -78,16 +78,47 @@ pub async fn checkpoint<P: Projector>(
     db: &impl GenericClient,
     projector: &P,
 ) -> Result<u64, tokio_postgres::Error> {
+    checkpoint_of(db, projector.schema(), projector.name()).await
+}
+
+/// Where the projection `name` of `schema` stands in the log.
+async fn checkpoint_of(
+    db: &impl GenericClient,
+    schema: &str,
+    name: &str,
+) -> Result<u64, tokio_postgres::Error> {
     let row = db
         .query_opt(
-            &format!(
-                "SELECT position FROM {}.projection_checkpoint WHERE name = $1",
-                projector.schema()
-            ),
-            &[&projector.name()],
+            &format!("SELECT position FROM {schema}.projection_checkpoint WHERE name = $1"),
+            &[&name],
         )
         .await?;
     Ok(row.map_or(0, |r| r.get::<_, i64>(0) as u64))
+}
+
+/// Waits until the projection `name` of `schema` has applied the log up to
+/// `position`, at most `within`; whether it did. An API that wrote through
+/// the log answers after this, so the next read shows the write.
+pub async fn settle(
+    pool: &deadpool_postgres::Pool,
+    schema: &str,
+    name: &str,
+    position: u64,
+    within: Duration,
+) -> bool {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        if let Ok(client) = pool.get().await
+            && let Ok(at) = checkpoint_of(&**client, schema, name).await
+            && at >= position
+        {
+            return true;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 }
 
 async fn save_checkpoint<P: Projector>(

@@ -256,17 +256,6 @@ impl Projector for Dashboard {
     }
 }
 
-/// The log position the dashboard has applied up to (its checkpoint).
-pub async fn checkpoint(db: &impl GenericClient) -> Result<u64, tokio_postgres::Error> {
-    let row = db
-        .query_opt(
-            "SELECT position FROM lead_dialer.projection_checkpoint WHERE name = $1",
-            &[&NAME],
-        )
-        .await?;
-    Ok(row.map_or(0, |r| r.get::<_, i64>(0) as u64))
-}
-
 /// Which leads a query is about: one partner, one site, or (`None`) all.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Scope {

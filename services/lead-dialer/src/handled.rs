@@ -277,23 +277,21 @@ pub async fn settle(
     position: u64,
     within: Duration,
 ) -> Result<(), MarkError> {
-    let applied = async {
-        loop {
-            if let Ok(client) = pool.get().await
-                && let Ok(at) = crate::dashboard::checkpoint(&**client).await
-                && at >= position
-            {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    };
-    tokio::time::timeout(within, applied).await.map_err(|_| {
-        MarkError::Unavailable(format!(
-            "recorded, but the dashboard has not shown it within {within:?}; \
-             asking again is safe"
-        ))
-    })
+    if kit::projection::settle(
+        pool,
+        crate::SCHEMA,
+        crate::dashboard::NAME,
+        position,
+        within,
+    )
+    .await
+    {
+        return Ok(());
+    }
+    Err(MarkError::Unavailable(format!(
+        "recorded, but the dashboard has not shown it within {within:?}; \
+         asking again is safe"
+    )))
 }
 
 #[cfg(test)]
