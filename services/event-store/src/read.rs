@@ -18,6 +18,9 @@ use kit::proto::eventstore::v1::Filter;
 
 use crate::schema::EVENT_COLUMNS;
 
+/// How many columns [`EVENT_COLUMNS`] names: a query's own columns start here.
+const EVENT_COLUMN_COUNT: usize = 14;
+
 /// Errors of reading.
 #[derive(Debug, thiserror::Error)]
 pub enum ReadError {
@@ -110,6 +113,11 @@ impl Reader {
 
     /// Events of `stream` from `from_version`, at most `limit`, and the
     /// stream's current version.
+    ///
+    /// One statement (the version rides along each row) and one snapshot:
+    /// streams are read on every step of every flow, and a second round
+    /// trip for the version doubled the store's statements. Only a read
+    /// that starts past the end needs a second look for the version.
     pub async fn stream(
         &self,
         stream: &str,
@@ -119,24 +127,30 @@ impl Reader {
         let client = self.pool.get().await?;
         let select = client
             .prepare_cached(&format!(
-                "SELECT {EVENT_COLUMNS} FROM eventlog.events WHERE stream = $1 AND version >= $2 ORDER BY version LIMIT $3"
+                "SELECT {EVENT_COLUMNS}, (SELECT max(version) FROM eventlog.events WHERE stream = $1)
+                   FROM eventlog.events WHERE stream = $1 AND version >= $2 ORDER BY version LIMIT $3"
             ))
             .await?;
-        let version = client
-            .prepare_cached(
-                "SELECT coalesce(max(version), 0) FROM eventlog.events WHERE stream = $1",
-            )
-            .await?;
         let (from_version, limit) = (from_version.max(1) as i64, limit as i64);
-        let select_params: [&(dyn ToSql + Sync); 3] = [&stream, &from_version, &limit];
-        let version_params: [&(dyn ToSql + Sync); 1] = [&stream];
-        let (rows, current) = tokio::join!(
-            client.query(&select, &select_params),
-            client.query_one(&version, &version_params),
-        );
-        let mut events: Vec<Event> = rows?.iter().map(event_from_row).collect();
+        let rows = client
+            .query(&select, &[&stream, &from_version, &limit])
+            .await?;
+        let current = match rows.first() {
+            Some(row) => row.get::<_, i64>(EVENT_COLUMN_COUNT),
+            // Nothing from version 1 on: the stream is empty.
+            None if from_version == 1 => 0,
+            None => {
+                let version = client
+                    .prepare_cached(
+                        "SELECT coalesce(max(version), 0) FROM eventlog.events WHERE stream = $1",
+                    )
+                    .await?;
+                client.query_one(&version, &[&stream]).await?.get(0)
+            }
+        };
+        let mut events: Vec<Event> = rows.iter().map(event_from_row).collect();
         self.privacy.open_all(&mut events).await?;
-        Ok((events, current?.get::<_, i64>(0) as u64))
+        Ok((events, current as u64))
     }
 
     /// Up to `limit` events matching `criteria` with a position in

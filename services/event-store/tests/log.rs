@@ -50,6 +50,24 @@ async fn append_then_read_back_in_order() {
         "a new flow correlates to itself"
     );
     assert!(event.recorded_at.is_some() && event.occurred_at.is_some());
+
+    // The stream's version comes with every read: a page shorter than the
+    // stream, a read past its end, and a stream that does not exist.
+    let read = |stream: &str, from_version, max_count| {
+        let mut grpc = store.client.grpc();
+        let request = ReadStreamRequest {
+            stream: stream.into(),
+            from_version,
+            max_count,
+        };
+        async move { grpc.read_stream(request).await.unwrap().into_inner() }
+    };
+    let page = read("call-exolve-1", 1, 1).await;
+    assert_eq!((page.events.len(), page.stream_version), (1, 3));
+    let past_end = read("call-exolve-1", 9, 0).await;
+    assert_eq!((past_end.events.len(), past_end.stream_version), (0, 3));
+    let empty = read("call-exolve-none", 1, 0).await;
+    assert_eq!((empty.events.len(), empty.stream_version), (0, 0));
 }
 
 #[tokio::test]
