@@ -43,6 +43,7 @@ pub struct Api {
     pub auth_secret: String,
     pub appender: Appender,
     pub reader: Reader,
+    /// The log's head (see [`crate::notify`]).
     pub committed: watch::Receiver<u64>,
     pub shutdown: CancellationToken,
 }
@@ -343,14 +344,9 @@ impl EventStore for Api {
             let mut after = request.after_position;
             let mut caught_up = false;
             loop {
-                committed.borrow_and_update();
-                let head = match reader.head().await {
-                    Ok(head) => head,
-                    Err(error) => {
-                        let _ = tx.send(Err(Status::unavailable(error.to_string()))).await;
-                        return;
-                    }
-                };
+                // The head as the writer and the head poll know it: no
+                // query per wake-up for each of the subscribers.
+                let head = *committed.borrow_and_update();
                 while after < head {
                     match reader.page(after, head, &criteria, batch).await {
                         Ok(page) => {

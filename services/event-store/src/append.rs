@@ -29,6 +29,8 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use kit::health::Health;
+
+use crate::notify;
 use kit::store_client::Expected;
 
 /// An event that passed validation, ready to be written.
@@ -101,8 +103,8 @@ pub struct GroupLimits {
     pub max_events: usize,
 }
 
-/// Starts the writer task. `committed` is bumped after every commit, to wake
-/// subscribers and the relay.
+/// Starts the writer task. `committed` is moved to the log's head after
+/// every commit, to wake subscribers and the relay.
 pub fn start(
     database_url: String,
     limits: GroupLimits,
@@ -207,8 +209,16 @@ async fn writer(
                         .sum();
                     metrics::counter!("callflow_eventstore_events_appended_total")
                         .increment(written as u64);
-                    if written > 0 {
-                        committed.send_modify(|generation| *generation += 1);
+                    // Positions commit in order (the append lock), so
+                    // everything up to the highest one written is readable.
+                    let head = outcomes
+                        .iter()
+                        .filter_map(|o| o.as_ref().ok())
+                        .filter(|a| !a.duplicate)
+                        .filter_map(|a| a.positions.last().copied())
+                        .max();
+                    if let Some(head) = head {
+                        notify::advance(&committed, head);
                     }
                     for (reply, outcome) in replies.into_iter().zip(outcomes) {
                         let _ = reply.send(outcome);

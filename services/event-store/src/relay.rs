@@ -156,7 +156,7 @@ impl Leader<'_> {
                     }
                 },
             };
-            // Look at the generation before reading, so a commit that lands
+            // Look at the head before reading, so a commit that lands
             // after the read still wakes us.
             wake.borrow_and_update();
             let round = match std::mem::take(&mut prefetched) {
