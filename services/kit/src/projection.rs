@@ -73,6 +73,10 @@ pub struct Rebuilt {
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
+/// How often a projection records its place when the log brings it nothing
+/// to apply.
+const IDLE_CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
+
 /// Where `projector` stands in the log.
 pub async fn checkpoint<P: Projector>(
     db: &impl GenericClient,
@@ -199,20 +203,44 @@ async fn follow_once<P: Projector>(
         batch_size: 500,
     };
     let mut stream = store.grpc().subscribe(request).await?.into_inner();
+    // Most commits hold nothing for a given projection, and the store tells
+    // each one so; recording every such checkpoint would cost a transaction
+    // per commit per projection. A checkpoint with nothing applied waits
+    // (at most IDLE_CHECKPOINT_EVERY) to be recorded with a later batch;
+    // meanwhile a restart would only look at those positions again.
+    let mut unsaved: Option<u64> = None;
+    let mut saved = tokio::time::Instant::now();
     loop {
         let message = tokio::select! {
             _ = shutdown.cancelled() => return Ok(()),
             message = stream.next() => message,
+            _ = tokio::time::sleep_until(saved + IDLE_CHECKPOINT_EVERY), if unsaved.is_some() => {
+                let mut client = pool.get().await?;
+                let tx = client.transaction().await?;
+                save_checkpoint(&tx, projector, unsaved.take().expect("unsaved")).await?;
+                tx.commit().await?;
+                saved = tokio::time::Instant::now();
+                continue;
+            }
         };
         let Some(message) = message else {
             return Err("subscription ended".into());
         };
         let message = message?;
+        if message.events.is_empty()
+            && !message.caught_up
+            && saved.elapsed() < IDLE_CHECKPOINT_EVERY
+        {
+            unsaved = Some(message.checkpoint);
+            continue;
+        }
         let mut client = pool.get().await?;
         let tx = client.transaction().await?;
         apply_all(&tx, projector, message.events).await?;
         save_checkpoint(&tx, projector, message.checkpoint).await?;
         tx.commit().await?;
+        unsaved = None;
+        saved = tokio::time::Instant::now();
         if message.caught_up {
             health.set("projection", true);
         }

@@ -619,6 +619,32 @@ async fn summary_and_manual_queue_follow_the_lead_streams_and_rebuild_to_the_sam
     assert_eq!(world.rows().await, live);
 }
 
+/// A projection records where it stands even when the log brings it
+/// nothing to apply (it does so lazily, not once per commit): a log that
+/// ends with other services' events still finds it caught up.
+#[tokio::test]
+async fn the_checkpoint_reaches_the_head_past_events_the_projection_does_not_read() {
+    let world = world().await;
+    world.follow();
+    world.play_two_days().await;
+    world.caught_up().await;
+    let before = world.rows().await;
+    for n in 0..20 {
+        world
+            .store
+            .client
+            .append(
+                &format!("call-exolve-other-{n}"),
+                Expected::Any,
+                vec![event_store::testing::call_event(&format!("other-{n}"))],
+            )
+            .await
+            .unwrap();
+    }
+    world.caught_up().await;
+    assert_eq!(world.rows().await, before);
+}
+
 #[tokio::test]
 async fn applying_events_again_changes_nothing() {
     let world = world().await;
