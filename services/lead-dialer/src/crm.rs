@@ -392,18 +392,15 @@ impl CrmSync {
         if lead.crm_lead_id.is_some() {
             return Ok(());
         }
-        let first_try = self
-            .pool
-            .get()
-            .await
-            .map_err(retry)?
-            .execute(
+        let client = self.pool.get().await.map_err(retry)?;
+        let claim = client
+            .prepare_cached(
                 "INSERT INTO lead_dialer.crm_claims (lead_id) VALUES ($1) ON CONFLICT DO NOTHING",
-                &[&lead_id],
             )
             .await
-            .map_err(retry)?
-            == 1;
+            .map_err(retry)?;
+        let first_try = client.execute(&claim, &[&lead_id]).await.map_err(retry)? == 1;
+        drop(client);
         let id = lead_id.to_string();
         let received = lead.received.as_ref().expect("a received lead");
         let mut reconciled = false;

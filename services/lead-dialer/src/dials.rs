@@ -36,12 +36,14 @@ pub async fn claim(
 ) -> Result<Claim, Box<dyn std::error::Error + Send + Sync>> {
     let client = pool.get().await?;
     let attempt = attempt as i32;
-    let inserted = client
-        .execute(
+    let insert = client
+        .prepare_cached(
             "INSERT INTO lead_dialer.dials (lead_id, attempt, dialer, state, claimed_at)
              VALUES ($1, $2, $3, 'dialing', now()) ON CONFLICT DO NOTHING",
-            &[&lead_id, &attempt, &dialer],
         )
+        .await?;
+    let inserted = client
+        .execute(&insert, &[&lead_id, &attempt, &dialer])
         .await?;
     if inserted == 1 {
         return Ok(Claim::Won);
@@ -76,13 +78,15 @@ pub async fn placed(
     attempt: u32,
     call_id: &str,
 ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-    pool.get()
-        .await?
-        .execute(
+    let client = pool.get().await?;
+    let update = client
+        .prepare_cached(
             "UPDATE lead_dialer.dials SET state = 'placed', provider_call_id = $3
               WHERE lead_id = $1 AND attempt = $2",
-            &[&lead_id, &(attempt as i32), &call_id],
         )
+        .await?;
+    client
+        .execute(&update, &[&lead_id, &(attempt as i32), &call_id])
         .await?;
     Ok(())
 }
@@ -109,13 +113,12 @@ pub async fn find(
     dialer: &str,
     call_id: &str,
 ) -> Result<Option<(Uuid, u32)>, Box<dyn std::error::Error + Send + Sync>> {
-    let row = pool
-        .get()
-        .await?
-        .query_opt(
+    let client = pool.get().await?;
+    let select = client
+        .prepare_cached(
             "SELECT lead_id, attempt FROM lead_dialer.dials WHERE dialer = $1 AND provider_call_id = $2",
-            &[&dialer, &call_id],
         )
         .await?;
+    let row = client.query_opt(&select, &[&dialer, &call_id]).await?;
     Ok(row.map(|row| (row.get(0), row.get::<_, i32>(1) as u32)))
 }

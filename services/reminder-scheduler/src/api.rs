@@ -211,7 +211,7 @@ pub(crate) async fn record(
         ..Default::default()
     };
     let client = pool.get().await.map_err(unavailable)?;
-    projection::apply(&**client, &applied, contact_salt)
+    projection::apply(&client, &applied, contact_salt)
         .await
         .map_err(unavailable)?;
     Ok(())
@@ -240,7 +240,7 @@ pub(crate) async fn catch_up(
         .events;
     let client = pool.get().await.map_err(unavailable)?;
     for event in &events {
-        projection::apply(&**client, event, contact_salt)
+        projection::apply(&client, event, contact_salt)
             .await
             .map_err(unavailable)?;
     }

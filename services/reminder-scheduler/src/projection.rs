@@ -11,7 +11,9 @@
 use std::time::SystemTime;
 
 use deadpool_postgres::Transaction;
-use tokio_postgres::GenericClient;
+// deadpool's GenericClient: its `prepare_cached` spares every apply a
+// parse and a round trip.
+use deadpool_postgres::GenericClient;
 use uuid::Uuid;
 
 use kit::events::{EventError, decode, from_proto_time, to_system_time};
@@ -68,8 +70,8 @@ pub async fn apply(
             db.execute(
                 // The stream name goes too: it is a pseudonym of the number, and
                 // a rebuild (which reads the number redacted) cannot derive it.
-                "UPDATE scheduler.reminders SET phone = $2, text = $2, contact_stream = NULL, updated_at = now()
-                 WHERE contact_stream = $1",
+                &db.prepare_cached("UPDATE scheduler.reminders SET phone = $2, text = $2, contact_stream = NULL, updated_at = now()
+                 WHERE contact_stream = $1").await?,
                 &[&e.contact_stream, &kit::contacts::FORGOTTEN],
             )
             .await?
@@ -80,10 +82,10 @@ pub async fn apply(
                 .ok()
                 .map(|phone| kit::contacts::contact_stream(contact_salt, &phone));
             db.execute(
-                "INSERT INTO scheduler.reminders (reminder_id, phone, due_at, time_zone, text, state, source, provider,
+                &db.prepare_cached("INSERT INTO scheduler.reminders (reminder_id, phone, due_at, time_zone, text, state, source, provider,
                                                   call_id, scheduled_by, correlation_id, version, contact_stream)
                  VALUES ($1, $2, $3, $4, $5, 'pending', $6, $7, $8, $9, $10, $11, $12)
-                 ON CONFLICT (reminder_id) DO NOTHING",
+                 ON CONFLICT (reminder_id) DO NOTHING").await?,
                 &[
                     &id_of(&e.reminder_id, event)?, &e.phone, &time(&e.due_at), &e.time_zone, &e.text, &e.source,
                     &e.provider, &e.call_id, &e.scheduled_by, &kit::events::correlation_of(event), &version, &contact_stream,
@@ -94,8 +96,11 @@ pub async fn apply(
         "ReminderRescheduled" => {
             let e: ReminderRescheduled = decode(event)?;
             db.execute(
-                "UPDATE scheduler.reminders SET due_at = $2, version = $3, updated_at = now()
+                &db.prepare_cached(
+                    "UPDATE scheduler.reminders SET due_at = $2, version = $3, updated_at = now()
                  WHERE reminder_id = $1 AND version < $3",
+                )
+                .await?,
                 &[&id_of(&e.reminder_id, event)?, &time(&e.due_at), &version],
             )
             .await?
@@ -136,10 +141,10 @@ pub async fn apply(
         "TimerSet" => {
             let e: TimerSet = decode(event)?;
             db.execute(
-                "INSERT INTO scheduler.timers (timer_id, owner, key, purpose, subject, due_at, data, state,
+                &db.prepare_cached("INSERT INTO scheduler.timers (timer_id, owner, key, purpose, subject, due_at, data, state,
                                                correlation_id, version)
                  VALUES ($1, $2, $3, $4, $5, $6, $7, 'pending', $8, $9)
-                 ON CONFLICT (timer_id) DO NOTHING",
+                 ON CONFLICT (timer_id) DO NOTHING").await?,
                 &[
                     &id_of(&e.timer_id, event)?, &e.owner, &e.key, &e.purpose, &e.subject, &time(&e.due_at),
                     &e.data, &kit::events::correlation_of(event), &version,
@@ -232,20 +237,23 @@ pub async fn set_states(
             Kind::Reminder => {
                 let attempts: Vec<Option<i32>> = of_kind.iter().map(|c| c.attempt).collect();
                 db.execute(
-                    "UPDATE scheduler.reminders r
+                    &db.prepare_cached("UPDATE scheduler.reminders r
                         SET state = u.state, attempt = coalesce(u.attempt, r.attempt), version = u.version, updated_at = now()
                        FROM unnest($1::uuid[], $2::text[], $3::int8[], $4::int4[]) AS u(id, state, version, attempt)
-                      WHERE r.reminder_id = u.id AND r.version < u.version",
+                      WHERE r.reminder_id = u.id AND r.version < u.version").await?,
                     &[&ids, &states, &versions, &attempts],
                 )
                 .await?
             }
             Kind::Timer => {
                 db.execute(
-                    "UPDATE scheduler.timers t
+                    &db.prepare_cached(
+                        "UPDATE scheduler.timers t
                         SET state = u.state, version = u.version, updated_at = now()
                        FROM unnest($1::uuid[], $2::text[], $3::int8[]) AS u(id, state, version)
                       WHERE t.timer_id = u.id AND t.version < u.version",
+                    )
+                    .await?,
                     &[&ids, &states, &versions],
                 )
                 .await?
@@ -288,7 +296,7 @@ impl Projector for ReadModel {
     }
 
     async fn apply(&self, tx: &Transaction<'_>, event: &Event) -> Result<(), ApplyError> {
-        match apply(&**tx, event, &self.contact_salt).await {
+        match apply(tx, event, &self.contact_salt).await {
             Ok(_) => Ok(()),
             Err(ProjectionError::Postgres(error)) => Err(ApplyError::Postgres(error)),
             Err(other) => Err(ApplyError::Unusable(other.to_string())),

@@ -137,11 +137,14 @@ fn asked_by(value: &str) -> Result<Option<String>, Status> {
 impl TimerApi {
     async fn load(&self, id: Uuid) -> Result<Option<Stored>, Status> {
         let client = self.pool.get().await.map_err(unavailable)?;
+        let select = client
+            .prepare_cached(&format!(
+                "SELECT {COLUMNS} FROM scheduler.timers WHERE timer_id = $1"
+            ))
+            .await
+            .map_err(unavailable)?;
         let row = client
-            .query_opt(
-                &format!("SELECT {COLUMNS} FROM scheduler.timers WHERE timer_id = $1"),
-                &[&id],
-            )
+            .query_opt(&select, &[&id])
             .await
             .map_err(unavailable)?;
         Ok(row.as_ref().map(stored_from_row))

@@ -120,7 +120,7 @@ pub async fn round(
         .await;
     // One statement per table for the whole round: a round trip per row
     // would cost more than firing it.
-    projection::set_states(&*tx, &changes).await?;
+    projection::set_states(&tx, &changes).await?;
     tx.commit().await?;
     Ok(changes.len())
 }

@@ -471,11 +471,23 @@ impl Sender {
             .or_else(|_| uuid::Uuid::parse_str(&cause.event_id))
             .unwrap_or_default();
         let sms_id = uuid::Uuid::parse_str(sms_id).map_err(retry)?;
-        client
-            .execute(
+        let insert = client
+            .prepare_cached(
                 "INSERT INTO sms.awaiting_status (sms_id, message_id, phone, correlation_id, sent_at)
                  VALUES ($1, $2, $3, $4, $5) ON CONFLICT (sms_id) DO NOTHING",
-                &[&sms_id, &message_id, &phone.to_string(), &correlation, &to_system_time(now)],
+            )
+            .await
+            .map_err(retry)?;
+        client
+            .execute(
+                &insert,
+                &[
+                    &sms_id,
+                    &message_id,
+                    &phone.to_string(),
+                    &correlation,
+                    &to_system_time(now),
+                ],
             )
             .await
             .map_err(retry)?;
