@@ -146,10 +146,14 @@ impl Callback {
         cause: &Event,
         delivered: u64,
     ) -> Result<(), HandleError> {
-        for _ in 0..5 {
-            let lead = crate::lead::read(&self.store, lead_id)
-                .await
-                .map_err(|s| HandleError::Retry(s.message().to_owned()))?;
+        for round in 0..5 {
+            // After a conflict only a read of the stream will do.
+            let lead = if round == 0 {
+                crate::lead::read_for(&self.store, lead_id, cause, delivered).await
+            } else {
+                crate::lead::read(&self.store, lead_id).await
+            }
+            .map_err(|s| HandleError::Retry(s.message().to_owned()))?;
             let now = self.clock.now();
             let step = next_step(&lead, now, &self.rules);
             let doing = Doing {

@@ -294,7 +294,7 @@ impl Handler for CrmSync {
                 event.stream
             )));
         };
-        let lead = crate::lead::read(&self.store, lead_id)
+        let lead = crate::lead::read_for(&self.store, lead_id, event, input.delivered)
             .await
             .map_err(|s| retry(s.message()))?;
         // A lead whose number cannot be called never reaches the CRM.

@@ -262,6 +262,32 @@ pub async fn read(
     Ok(Lead::fold(&events))
 }
 
+/// The lead as a handler of `input` needs it: on the first delivery of a
+/// lead's first event (`LeadReceived`, version 1) that event is all the
+/// handler can act on, and reading the stream back would only add what the
+/// CRM sync recorded meanwhile, which changes no decision of either (and a
+/// decision appended onto the version read would then conflict and be made
+/// again from a full read). Otherwise the stream is read.
+///
+/// Every flow step reads its lead; the lead's first step is the one on the
+/// way to the first call, so skipping its read is worth this much care.
+pub async fn read_for(
+    store: &kit::store_client::EventStoreClient,
+    lead_id: uuid::Uuid,
+    input: &Event,
+    delivered: u64,
+) -> Result<Lead, tonic::Status> {
+    if is_fresh(input, delivered) {
+        return Ok(Lead::fold(std::slice::from_ref(input)));
+    }
+    read(store, lead_id).await
+}
+
+/// Whether `input` is the lead's first event, delivered for the first time.
+fn is_fresh(input: &Event, delivered: u64) -> bool {
+    delivered == 1 && input.version == 1 && input.r#type == "LeadReceived"
+}
+
 /// The call-back's rules.
 #[derive(Debug, Clone)]
 pub struct Rules {
@@ -471,6 +497,41 @@ mod tests {
         fn step(&self, now: &str) -> Step {
             next_step(&Lead::fold(&self.0), at(now), &rules())
         }
+    }
+
+    /// What the CRM sync may have recorded before a lead's first event is
+    /// handled changes no step: the reason a first handling may fold that
+    /// event alone (`read_for`).
+    #[test]
+    fn the_first_event_alone_decides_as_the_stream_would() {
+        for now in ["2026-11-24T09:00:00Z", "2026-11-24T20:00:00Z"] {
+            let alone = Stream::new("Europe/Moscow", "+79161234567");
+            let mut created = Stream::new("Europe/Moscow", "+79161234567");
+            created.push(
+                &LeadCreatedInCrm {
+                    crm_lead_id: "17".into(),
+                    ..Default::default()
+                },
+                at(now),
+            );
+            let mut failed = Stream::new("Europe/Moscow", "+79161234567");
+            failed.push(
+                &LeadNeedsManualProcessing {
+                    reason: "crm_failed".into(),
+                    calls_stopped: false,
+                    ..Default::default()
+                },
+                at(now),
+            );
+            assert_eq!(alone.step(now), created.step(now), "{now}");
+            assert_eq!(alone.step(now), failed.step(now), "{now}");
+        }
+        let first = &Stream::new("Europe/Moscow", "+79161234567").0[0];
+        assert!(is_fresh(first, 1));
+        assert!(!is_fresh(first, 2), "a redelivery reads the stream");
+        let mut later = first.clone();
+        later.version = 2;
+        assert!(!is_fresh(&later, 1), "not the stream's first event");
     }
 
     #[test]
