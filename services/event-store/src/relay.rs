@@ -113,6 +113,9 @@ async fn sleep_or_stop(shutdown: &CancellationToken, delay: Duration) {
     }
 }
 
+/// How often a busy relay records its checkpoint.
+const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
+
 struct Leader<'a> {
     config: &'a RelayConfig,
     bus: &'a Bus,
@@ -142,6 +145,11 @@ impl Leader<'_> {
         let mut cursor: Option<(Stream, Cursor)> = None;
         // The page after the cursor, when the last round read it already.
         let mut prefetched: Vec<Event> = Vec::new();
+        // The checkpoint is recorded at most every CHECKPOINT_EVERY (a
+        // statement per round cost as much as the round's read), and once
+        // more when the relay has caught up. It only speeds up a resume,
+        // which goes on from the stream's last message when that is further.
+        let mut recorded = (0, tokio::time::Instant::now());
         while !shutdown.is_cancelled() && !self.lease.is_closed() {
             let (stream, at) = match cursor.take() {
                 Some(current) => current,
@@ -171,12 +179,30 @@ impl Leader<'_> {
                     self.health.set("relay", true);
                     backoff = Duration::from_millis(200);
                     let idle = next.position == at.position;
+                    let due = recorded.1 + CHECKPOINT_EVERY;
+                    if next.position > recorded.0 && tokio::time::Instant::now() >= due {
+                        if let Err(reason) = self.save_checkpoint(next.position).await {
+                            tracing::warn!(%reason, "relay checkpoint not recorded; resyncing");
+                            self.health.set("relay", false);
+                            sleep_or_stop(shutdown, backoff).await;
+                            continue;
+                        }
+                        recorded = (next.position, tokio::time::Instant::now());
+                    }
                     cursor = Some((stream, next));
                     prefetched = following;
                     if idle {
+                        // Caught up: record the checkpoint once it is due,
+                        // unless new events come first.
+                        let unsaved = next.position > recorded.0;
                         tokio::select! {
                             _ = shutdown.cancelled() => {}
                             _ = wake.changed() => {}
+                            _ = tokio::time::sleep_until(due), if unsaved => {
+                                if self.save_checkpoint(next.position).await.is_ok() {
+                                    recorded = (next.position, tokio::time::Instant::now());
+                                }
+                            }
                         }
                     }
                 }
@@ -313,8 +339,11 @@ impl Leader<'_> {
             (last, Ok(()))
         };
         let ((last, confirmed), next) = tokio::join!(confirm, self.read_page(last_position));
-        self.save_checkpoint(last.position).await?;
-        confirmed?;
+        if let Err(reason) = confirmed {
+            // What was confirmed stays published: record it before resyncing.
+            let _ = self.save_checkpoint(last.position).await;
+            return Err(reason);
+        }
         metrics::counter!("callflow_relay_published_total").increment(page.len() as u64);
         metrics::gauge!("callflow_relay_position").set(last.position as f64);
         // A failed read only costs the prefetch; the next round reads again.
